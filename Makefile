@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh clone: `make demo` and `make test`.
+# The virtual environment is built once and reused while pyproject.toml is unchanged.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SAMPLE := worker_yolo_training/sample
+DEMO_OUTPUT ?= demo-output
+
+.PHONY: demo test lint sample clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/worker-yolo-training --dev \
+		--database $(SAMPLE)/export.sqlite \
+		--config $(SAMPLE)/config.yml \
+		--images $(SAMPLE)/images \
+		--output $(DEMO_OUTPUT)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+sample: $(BIN)/.installed
+	$(BIN)/python scripts/make_sample.py
+
+clean:
+	rm -rf $(DEMO_OUTPUT) .pytest_cache

@@ -1,0 +1,212 @@
+"""The console script in local mode: extraction, errors before downloads, and the sample end to end."""
+
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+import zstandard
+from PIL import Image
+
+from tests.conftest import SAMPLE, console_script
+from tests.exports import ExportBuilder, rectangle
+
+
+def run_cli(*args, env=None, check=True) -> subprocess.CompletedProcess:
+    process = subprocess.run(
+        [console_script(), *map(str, args)], capture_output=True, text=True, env=env, timeout=600
+    )
+    if check and process.returncode != 0:
+        raise AssertionError(f"exit {process.returncode}\n{process.stdout}\n{process.stderr}")
+    return process
+
+
+def write_config(path: Path, **values) -> Path:
+    path.write_text(yaml.safe_dump({"class_names": ["text_line", "illustration"], **values}))
+    return path
+
+
+def polygon_points(line: str) -> set[tuple[str, str]]:
+    values = line.split()[1:]
+    return set(zip(values[0::2], values[1::2], strict=False))
+
+
+@pytest.fixture
+def small_export(tmp_path):
+    """Two pages with offsets, sets train/dev/test plus an extra set, images in a folder."""
+    images = tmp_path / "images"
+    images.mkdir()
+    builder = ExportBuilder(tmp_path / "export.sqlite")
+    dataset = builder.dataset(sets=("train", "dev", "test", "extra"))
+    pages = {}
+    for set_name in ("train", "dev", "test", "extra"):
+        image = builder.image(400, 300)
+        Image.new("RGB", (400, 300), "white").save(images / f"{image.id}.jpg")
+        page = builder.element("page", rectangle(100, 50, 200, 100), image)
+        builder.element("text_line", rectangle(120, 60, 100, 50), image, parents=(page,))
+        builder.element("illustration", rectangle(250, 120, 100, 100), image, parents=(page,))
+        builder.element("word", rectangle(120, 60, 10, 10), image, parents=(page,))
+        builder.add_to_set(dataset, set_name, page)
+        pages[set_name] = page
+    builder.close()
+    return builder.path, images, pages
+
+
+def test_extract_only_writes_the_dataset_and_does_not_train(tmp_path, small_export):
+    database, images, pages = small_export
+    config = write_config(tmp_path / "config.yml")
+    output = tmp_path / "out"
+    process = run_cli(
+        "--dev",
+        "--database",
+        database,
+        "--config",
+        config,
+        "--images",
+        images,
+        "--output",
+        output,
+        "--extract-only",
+    )
+    dataset = output / "dataset"
+    # crop (100, 50) 200×100: the line is x 20..120, y 10..60 → 0.1..0.6, 0.1..0.6;
+    # the illustration is clipped to x 150..200, y 70..100 → 0.75..1.0, 0.7..1.0
+    expected = {
+        "0": {
+            ("0.100000", "0.100000"),
+            ("0.600000", "0.100000"),
+            ("0.600000", "0.600000"),
+            ("0.100000", "0.600000"),
+        },
+        "1": {
+            ("0.750000", "0.700000"),
+            ("1.000000", "0.700000"),
+            ("1.000000", "1.000000"),
+            ("0.750000", "1.000000"),
+        },
+    }
+    for split, set_name in (("train", "train"), ("val", "dev"), ("test", "test")):
+        lines = (dataset / "labels" / split / f"{pages[set_name]}.txt").read_text().splitlines()
+        assert {line.split()[0]: polygon_points(line) for line in lines} == expected
+        assert len(lines) == 2
+        with Image.open(dataset / "images" / split / f"{pages[set_name]}.jpg") as image:
+            assert image.size == (200, 100)
+    data = yaml.safe_load((dataset / "data.yaml").read_text())
+    assert data["path"] == str(dataset.resolve())
+    assert (data["train"], data["val"], data["test"]) == (
+        "images/train",
+        "images/val",
+        "images/test",
+    )
+    assert data["names"] == {0: "text_line", 1: "illustration"}
+    summary = json.loads((dataset / "summary.json").read_text())
+    assert summary["splits"]["train"]["objects"] == {"text_line": 1, "illustration": 1}
+    assert summary["splits"]["train"]["skipped"] == {"type not requested": 1}
+    assert "'extra' is not a training set" in process.stderr
+    assert not (output / "training").exists() and not (output / "model").exists()
+
+
+def test_several_datasets_need_set_arguments(tmp_path):
+    builder = ExportBuilder(tmp_path / "export.sqlite")
+    first = builder.dataset("first")
+    second = builder.dataset("second")
+    builder.close()
+    process = run_cli(
+        "--dev",
+        "--database",
+        builder.path,
+        "--config",
+        write_config(tmp_path / "c.yml"),
+        "--output",
+        tmp_path / "out",
+        check=False,
+    )
+    assert process.returncode == 2
+    assert first in process.stderr and second in process.stderr and "--set" in process.stderr
+
+
+def test_unknown_class_names_fail_before_any_image(tmp_path, small_export):
+    database, _images, _ = small_export
+    config = tmp_path / "c.yml"
+    config.write_text(yaml.safe_dump({"class_names": ["text_lines"]}))
+    process = run_cli(
+        "--dev",
+        "--database",
+        database,
+        "--config",
+        config,
+        "--output",
+        tmp_path / "out",
+        check=False,
+    )
+    assert process.returncode == 2
+    assert "text_lines" in process.stderr and "text_line (4)" in process.stderr
+    assert not (tmp_path / "out" / "dataset").exists()
+
+
+def test_missing_pretrained_weights_stop_before_any_image(tmp_path, small_export):
+    database, images, _ = small_export
+    config = write_config(tmp_path / "c.yml", ultralytics_model_size="v8s")
+    process = run_cli(
+        "--dev",
+        "--database",
+        database,
+        "--config",
+        config,
+        "--images",
+        images,
+        "--output",
+        tmp_path / "out",
+        check=False,
+    )
+    assert process.returncode == 2
+    assert "yolov8s-seg.pt" in process.stderr and "advanced.pretrained: false" in process.stderr
+    assert not (tmp_path / "out" / "dataset").exists()
+
+
+def test_sample_end_to_end(tmp_path):
+    """The whole job on the bundled sample, for one epoch: every output is there and usable."""
+    sample_config = yaml.safe_load((SAMPLE / "config.yml").read_text())
+    config = tmp_path / "config.yml"
+    config.write_text(yaml.safe_dump({**sample_config, "num_epochs": 1}))
+    output = tmp_path / "out"
+    run_cli(
+        "--dev",
+        "--database",
+        SAMPLE / "export.sqlite",
+        "--config",
+        config,
+        "--images",
+        SAMPLE / "images",
+        "--output",
+        output,
+    )
+    from ultralytics import YOLO
+
+    model = YOLO(str(output / "model" / "model.pt"))
+    assert list(model.names.values()) == ["text_line", "illustration"]
+    assert model.task == "segment"
+    image = next((output / "dataset" / "images" / "test").glob("*.jpg"))
+    assert len(model.predict(str(image), imgsz=320, device="cpu", verbose=False)) == 1
+
+    with tarfile.open(fileobj=zstandard.open(output / "results.tar.zst", "rb"), mode="r|") as tar:
+        names = tar.getnames()
+    roots = {name.split("/")[0] for name in names}
+    assert {
+        "training",
+        "eval_train",
+        "eval_val",
+        "eval_test",
+        "metrics.json",
+        "summary.json",
+    } <= roots
+    assert not any(name.endswith(".pt") for name in names)
+    assert "training/results.csv" in names
+
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert set(metrics) == {"train", "val", "test"}
+    for split in metrics.values():
+        assert set(split["all"]) >= {"images", "instances", "box", "mask"}
+        assert set(split["classes"]) == {"text_line", "illustration"}

@@ -1,0 +1,86 @@
+"""Reading exports: descendants at any depth, each once, in a bounded number of statements."""
+
+import logging
+
+import pytest
+from arkindex_export import database
+
+from tests.exports import ExportBuilder, rectangle
+from worker_yolo_training import export
+
+
+@pytest.fixture
+def builder(tmp_path):
+    builder = ExportBuilder(tmp_path / "export.sqlite")
+    yield builder
+    builder.close()
+
+
+def test_pages_with_grandchildren_multi_parent_children_and_no_image(builder):
+    image = builder.image(1000, 800)
+    dataset = builder.dataset()
+    page = builder.element(
+        "page", rectangle(0, 0, 1000, 800), image, rotation_angle=90, mirrored=True
+    )
+    zone = builder.element("text_zone", rectangle(10, 10, 500, 500), image, parents=(page,))
+    line = builder.element("text_line", rectangle(20, 20, 100, 20), image, parents=(zone,))
+    # a line reachable twice: child of the zone and of the page
+    shared = builder.element("text_line", rectangle(20, 60, 100, 20), image, parents=(zone, page))
+    no_image = builder.element("page")
+    builder.add_to_set(dataset, "train", page)
+    builder.add_to_set(dataset, "train", no_image)
+    builder.add_to_set(dataset, "test", page)
+
+    export.open_export(builder.path)
+    pages = {page.id: page for page in export.iter_pages(dataset, "train")}
+    assert set(pages) == {page, no_image}
+    children = sorted(child.id for child in pages[page].children)
+    assert children == sorted([zone, line, shared])
+    assert pages[page].rotation_angle == 90 and pages[page].mirrored is True
+    assert pages[page].image.width == 1000 and pages[page].image.iiif_version == 2
+    assert pages[no_image].image is None and pages[no_image].children == []
+    assert [p.id for p in export.iter_pages(dataset, "test")] == [page]
+    assert export.set_sizes(dataset) == {"train": 2, "test": 1}
+    assert export.element_type_counts() == {"page": 2, "text_zone": 1, "text_line": 2}
+    assert export.list_datasets()[0].sets == ("train", "dev", "test")
+
+
+class StatementCounter(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.count = 0
+
+    def emit(self, record):
+        self.count += 1
+
+
+def count_statements(dataset_id: str, set_name: str) -> tuple[int, int]:
+    counter = StatementCounter()
+    peewee_logger = logging.getLogger("peewee")
+    peewee_logger.addHandler(counter)
+    previous = peewee_logger.level
+    peewee_logger.setLevel(logging.DEBUG)
+    try:
+        pages = list(export.iter_pages(dataset_id, set_name))
+    finally:
+        peewee_logger.removeHandler(counter)
+        peewee_logger.setLevel(previous)
+    return counter.count, len(pages)
+
+
+@pytest.mark.parametrize("pages", [3, 60])
+def test_statements_do_not_grow_with_pages(tmp_path, pages):
+    builder = ExportBuilder(tmp_path / f"export-{pages}.sqlite")
+    dataset = builder.dataset()
+    with database.atomic():
+        for _ in range(pages):
+            image = builder.image(100, 100)
+            page = builder.element("page", rectangle(0, 0, 100, 100), image)
+            for _ in range(3):
+                builder.element("text_line", rectangle(1, 1, 10, 10), image, parents=(page,))
+            builder.add_to_set(dataset, "train", page)
+    builder.close()
+    export.open_export(builder.path)
+    statements, read = count_statements(dataset, "train")
+    assert read == pages
+    assert statements == 2

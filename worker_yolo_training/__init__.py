@@ -1,0 +1,1 @@
+"""Arkindex worker that trains Ultralytics YOLO models on Arkindex datasets."""

@@ -1,0 +1,3 @@
+from worker_yolo_training.cli import main
+
+main()

@@ -1,0 +1,300 @@
+"""Writing the YOLO dataset: one image and one label file per dataset element, per split.
+
+Layout (what Ultralytics reads): `images/<split>/<element>.jpg`, `labels/<split>/<element>.txt`,
+`data.yaml`, plus `summary.json` with what was extracted and everything that was skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from worker_yolo_training.config import MANUAL, TrainingConfig
+from worker_yolo_training.export import Page
+from worker_yolo_training.geometry import Frame, Label, Skip, crop_box, label_line, object_label
+from worker_yolo_training.images import CropRequest, ImageError, ImageSource, fetch_size, write_crop
+
+logger = logging.getLogger(__name__)
+
+# Arkindex set names → Ultralytics splits
+SPLIT_OF_SET = {"train": "train", "dev": "val", "val": "val", "validation": "val", "test": "test"}
+SPLITS = ("train", "val", "test")
+DEFAULT_CONCURRENCY = 8
+
+
+class ExtractionError(Exception):
+    """The dataset cannot be trained on; the message says why and what to do."""
+
+
+def split_of(set_name: str) -> str | None:
+    return SPLIT_OF_SET.get(set_name.lower())
+
+
+def safe_name(element_id: str) -> str:
+    """A file name for an element that cannot escape its folder or collide after sanitising."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", element_id)
+    if name != element_id or not name:
+        name = f"{name}_{hashlib.sha1(element_id.encode()).hexdigest()[:8]}"
+    return name
+
+
+@dataclass
+class Sample:
+    """What one dataset element becomes, before its image is fetched."""
+
+    page: Page
+    frame: Frame
+    lines: list[str]
+    objects: Counter
+    skipped: Counter
+
+
+def build_sample(page: Page, config: TrainingConfig) -> Sample | Skip:
+    """Labels of a dataset element in its oriented crop, and every object left out with its reason."""
+    if page.image is None:
+        return Skip.NoImage
+    if not page.polygon:
+        return Skip.NoPolygon
+    crop = crop_box(page.polygon, page.image.width, page.image.height)
+    if crop is None:
+        return Skip.EmptyCrop
+    frame = Frame(crop, page.rotation_angle, page.mirrored)
+    lines, objects, skipped = [], Counter(), Counter()
+    class_index = {name: index for index, name in enumerate(config.class_names)}
+    for child in page.children:
+        if child.type not in class_index:
+            skipped[Skip.OtherType] += 1
+            continue
+        if config.worker_runs and (child.worker_run_id or MANUAL) not in config.worker_runs:
+            skipped[Skip.WorkerRunFiltered] += 1
+            continue
+        if child.image_id != page.image.id:
+            skipped[Skip.OtherImage] += 1
+            continue
+        label = object_label(child.polygon, frame, config.mode)
+        if not isinstance(label, Label):
+            skipped[label] += 1
+            continue
+        skipped[Skip.ExtraParts] += label.dropped_parts
+        lines.append(label_line(class_index[child.type], label))
+        objects[child.type] += 1
+    return Sample(page, frame, lines, objects, +skipped)
+
+
+@dataclass
+class SplitReport:
+    """What one split holds and what was left out of it."""
+
+    elements: int = 0
+    images: int = 0
+    objects: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+    failed_images: list[dict] = field(default_factory=list)
+    sets: list[str] = field(default_factory=list)
+
+    def as_dict(self, class_names: Iterable[str]) -> dict:
+        return {
+            "sets": self.sets,
+            "elements": self.elements,
+            "images": self.images,
+            "objects": {name: self.objects.get(name, 0) for name in class_names},
+            "skipped": {reason.value: count for reason, count in sorted(self.skipped.items())},
+            "failed_images": self.failed_images,
+        }
+
+
+class DatasetWriter:
+    """Builds the YOLO dataset folder from the sets of one or more Arkindex datasets."""
+
+    def __init__(
+        self,
+        root: Path,
+        config: TrainingConfig,
+        source: ImageSource,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ):
+        self.root = Path(root)
+        self.config = config
+        self.source = source
+        self.concurrency = concurrency
+        self.reports = {split: SplitReport() for split in SPLITS}
+        # element id → (split, image path): an element in several sets is fetched once
+        self.written: dict[str, tuple[str, Path]] = {}
+        self.leaks: dict[str, set[str]] = {}
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True)
+
+    def image_path(self, split: str, element_id: str) -> Path:
+        return self.root / "images" / split / f"{safe_name(element_id)}.jpg"
+
+    def label_path(self, split: str, element_id: str) -> Path:
+        return self.root / "labels" / split / f"{safe_name(element_id)}.txt"
+
+    def add_set(self, set_name: str, pages: Iterable[Page]) -> None:
+        """Extract one Arkindex set into its split; other set names are skipped with a warning."""
+        split = split_of(set_name)
+        if split is None:
+            logger.warning(
+                f"Set {set_name!r} is not a training set (train, dev/val, test): skipped"
+            )
+            return
+        report = self.reports[split]
+        report.sets.append(set_name)
+        progress = tqdm(desc=f"Images of {split} ({set_name})", unit="image", leave=False)
+        with ThreadPoolExecutor(self.concurrency) as pool, progress:
+            for sample, outcome in self._fetch_all(pool, self._samples(split, pages)):
+                self._store(split, sample, outcome)
+                progress.update()
+                progress.set_postfix(failed=len(report.failed_images), refresh=False)
+
+    def _samples(self, split: str, pages: Iterable[Page]) -> Iterator[Sample]:
+        report = self.reports[split]
+        for page in pages:
+            report.elements += 1
+            sample = build_sample(page, self.config)
+            if isinstance(sample, Skip):
+                report.skipped[sample] += 1
+                logger.debug(f"Element {page.id} skipped: {sample.value}")
+                continue
+            yield sample
+
+    def _fetch_all(
+        self, pool: ThreadPoolExecutor, samples: Iterator[Sample]
+    ) -> Iterator[tuple[Sample, Path | ImageError]]:
+        """Fetch and write images with at most 2×concurrency in flight, results as they come."""
+        in_flight: dict[Future, Sample] = {}
+        for sample in samples:
+            in_flight[pool.submit(self._write_image, sample)] = sample
+            if len(in_flight) >= 2 * self.concurrency:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield in_flight.pop(future), future.result()
+        for future in list(in_flight):
+            yield in_flight.pop(future), future.result()
+
+    def _write_image(self, sample: Sample) -> Path | ImageError:
+        page = sample.page
+        previous = self.written.get(page.id)
+        if previous is not None:
+            return previous[1]
+        width, height = fetch_size(sample.frame, self.config.image_size)
+        request = CropRequest(page.image, sample.frame.crop, width, height)
+        try:
+            image = self.source.fetch(request)
+        except ImageError as error:
+            return error
+        path = self.root / "cache" / f"{safe_name(page.id)}.jpg"
+        write_crop(image, sample.frame, self.config.contrast, path)
+        return path
+
+    def _store(self, split: str, sample: Sample, outcome: Path | ImageError) -> None:
+        report = self.reports[split]
+        page = sample.page
+        if isinstance(outcome, ImageError):
+            report.skipped[Skip.ImageFailed] += 1
+            report.failed_images.append(
+                {"element": page.id, "image": page.image.id, "reason": str(outcome)}
+            )
+            logger.warning(f"Element {page.id} dropped: image failed: {outcome}")
+            return
+        if page.id in self.written:
+            first_split, first_path = self.written[page.id]
+            self.leaks.setdefault(page.id, {first_split}).add(split)
+            target = self.image_path(split, page.id)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(first_path, target)
+        else:
+            target = self.image_path(split, page.id)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            outcome.replace(target)
+            self.written[page.id] = (split, target)
+        label = self.label_path(split, page.id)
+        label.parent.mkdir(parents=True, exist_ok=True)
+        label.write_text("".join(f"{line}\n" for line in sample.lines))
+        report.images += 1
+        report.objects.update(sample.objects)
+        report.skipped.update(sample.skipped)
+
+    def check_failures(self) -> None:
+        """Stop before training when too many images of a split failed."""
+        for split, report in self.reports.items():
+            failed = len(report.failed_images)
+            if report.elements and failed / report.elements > self.config.max_failed_images:
+                raise ExtractionError(
+                    f"{failed} of {report.elements} images of the {split} split failed to download "
+                    f"(more than advanced.max_failed_images = {self.config.max_failed_images:.0%}); "
+                    f"first failures: {report.failed_images[:3]}. Check the image server, or raise "
+                    "advanced.max_failed_images."
+                )
+
+    def finish(self) -> Path:
+        """Write data.yaml and summary.json, log the summary table; returns data.yaml's path."""
+        shutil.rmtree(self.root / "cache", ignore_errors=True)
+        for element_id, splits in sorted(self.leaks.items()):
+            logger.warning(
+                f"Element {element_id} is in several splits ({', '.join(sorted(splits))})"
+            )
+        self.check_failures()
+        for split in ("train", "val"):
+            if not self.reports[split].images:
+                raise ExtractionError(
+                    f"The {split} split has no image after extraction: nothing to train on. "
+                    "See the summary above for what was skipped."
+                )
+        data = {
+            "path": str(self.root.resolve()),
+            **{split: f"images/{split}" for split in SPLITS if self.reports[split].images},
+            "names": dict(enumerate(self.config.class_names)),
+        }
+        data_yaml = self.root / "data.yaml"
+        data_yaml.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        summary = self.summary()
+        (self.root / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+        logger.info("Extraction summary:\n" + summary_table(summary))
+        return data_yaml
+
+    def summary(self) -> dict:
+        return {
+            "splits": {
+                split: report.as_dict(self.config.class_names)
+                for split, report in self.reports.items()
+            },
+            "leaks": {element: sorted(splits) for element, splits in sorted(self.leaks.items())},
+        }
+
+    def non_empty_splits(self) -> list[str]:
+        return [split for split in SPLITS if self.reports[split].images]
+
+
+def summary_table(summary: dict) -> str:
+    """The extraction summary as a Markdown table: one column per split."""
+    splits = summary["splits"]
+    names = list(next(iter(splits.values()))["objects"])
+    reasons = sorted({reason for report in splits.values() for reason in report["skipped"]})
+    rows = [
+        ("elements", [report["elements"] for report in splits.values()]),
+        ("images", [report["images"] for report in splits.values()]),
+        *[
+            (f"objects: {name}", [report["objects"][name] for report in splits.values()])
+            for name in names
+        ],
+        *[
+            (f"skipped: {reason}", [report["skipped"].get(reason, 0) for report in splits.values()])
+            for reason in reasons
+        ],
+    ]
+    lines = ["| | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    lines += [f"| {title} | " + " | ".join(map(str, values)) + " |" for title, values in rows]
+    return "\n".join(lines)

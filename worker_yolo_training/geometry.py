@@ -1,0 +1,160 @@
+"""Geometry as pure functions: export polygons in, YOLO label coordinates out.
+
+Frames: export polygons are in full-image pixels. A dataset element becomes an image that is the
+crop of its bounding box, mirrored then rotated clockwise like Arkindex shows it (base-worker's
+`Element.open_image`, which uses Pillow's `rotate(-angle, expand=True)`). Labels are expressed in
+that oriented crop, normalised to [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+from shapely import affinity, make_valid
+from shapely.geometry import Polygon, box
+from shapely.geometry.base import BaseGeometry
+
+from worker_yolo_training.config import Mode
+
+
+class Skip(StrEnum):
+    """Why a dataset element or an object produced nothing. Every skip is counted."""
+
+    NoImage = "element without image"
+    NoPolygon = "element without polygon"
+    EmptyCrop = "element crop outside its image"
+    ImageFailed = "image download failed"
+    OtherType = "type not requested"
+    WorkerRunFiltered = "worker run not selected"
+    OtherImage = "object on another image"
+    OutsideCrop = "object outside the crop"
+    Degenerate = "degenerate geometry (no area)"
+    ExtraParts = "extra parts of a multi-part object (largest kept)"
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned pixel rectangle, integer as IIIF regions are."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+def crop_box(polygon: list, image_width: int, image_height: int) -> Box | None:
+    """The integer bounding box of a polygon, clamped to its image; None when nothing is left.
+
+    Fractional bounds grow outwards so that the crop holds the whole element.
+    """
+    xs = [point[0] for point in polygon]
+    ys = [point[1] for point in polygon]
+    left = max(0, math.floor(min(xs)))
+    top = max(0, math.floor(min(ys)))
+    right = min(image_width, math.ceil(max(xs)))
+    bottom = min(image_height, math.ceil(max(ys)))
+    if right <= left or bottom <= top:
+        return None
+    return Box(left, top, right - left, bottom - top)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The oriented crop of a dataset element: crop, then mirror, then rotate clockwise."""
+
+    crop: Box
+    rotation_angle: int = 0
+    mirrored: bool = False
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Width and height of the oriented image, computed exactly as Pillow's expand does."""
+        if self.rotation_angle % 180 == 0:
+            return self.crop.width, self.crop.height
+        if self.rotation_angle % 90 == 0:
+            return self.crop.height, self.crop.width
+        corners = affinity.rotate(
+            box(0, 0, self.crop.width, self.crop.height), self.rotation_angle, origin="center"
+        )
+        minx, miny, maxx, maxy = corners.bounds
+        return math.ceil(maxx) - math.floor(minx), math.ceil(maxy) - math.floor(miny)
+
+    def orient(self, geometry: BaseGeometry) -> BaseGeometry:
+        """Move a full-image geometry into this frame's pixel coordinates."""
+        width, height = self.crop.width, self.crop.height
+        geometry = affinity.translate(geometry, -self.crop.x, -self.crop.y)
+        center = (width / 2, height / 2)
+        if self.mirrored:
+            geometry = affinity.scale(geometry, xfact=-1, yfact=1, origin=center)
+        if self.rotation_angle:
+            # In y-down image coordinates shapely's positive angle turns clockwise
+            geometry = affinity.rotate(geometry, self.rotation_angle, origin=center)
+            new_width, new_height = self.size
+            geometry = affinity.translate(
+                geometry, new_width / 2 - center[0], new_height / 2 - center[1]
+            )
+        return geometry
+
+
+def polygon_parts(geometry: BaseGeometry) -> list[Polygon]:
+    """The parts of a geometry that have an area, largest first."""
+    if isinstance(geometry, Polygon):
+        parts = [geometry]
+    elif hasattr(geometry, "geoms"):
+        parts = [part for sub in geometry.geoms for part in polygon_parts(sub)]
+    else:
+        parts = []
+    return sorted((part for part in parts if part.area > 0), key=lambda p: p.area, reverse=True)
+
+
+def repair(points: list) -> BaseGeometry:
+    """A shapely geometry for an export polygon, made valid (self-intersections split in parts)."""
+    if not points or len(points) < 3:
+        return Polygon()
+    return make_valid(Polygon([(float(x), float(y)) for x, y in points]))
+
+
+@dataclass(frozen=True)
+class Label:
+    """One object of one image: normalised coordinates and how many parts were left out."""
+
+    coordinates: tuple[float, ...]
+    dropped_parts: int = 0
+
+
+def object_label(points: list, frame: Frame, mode: Mode) -> Label | Skip:
+    """Clip an object to its frame and turn it into YOLO coordinates for the mode.
+
+    An object whose geometry has several parts (a self-intersecting polygon, or one the crop edge
+    cuts in two) keeps its largest part, in every mode, so that one annotation stays one object.
+    """
+    shape = repair(points)
+    whole = polygon_parts(shape)
+    if not whole:
+        return Skip.Degenerate
+    width, height = frame.size
+    clipped = polygon_parts(frame.orient(shape).intersection(box(0, 0, width, height)))
+    if not clipped:
+        return Skip.OutsideCrop
+    part = clipped[0]
+    if mode is Mode.Segment:
+        points = list(part.exterior.coords)[:-1]
+    elif mode is Mode.BBox:
+        minx, miny, maxx, maxy = part.bounds
+        points = [((minx + maxx) / 2, (miny + maxy) / 2), (maxx - minx, maxy - miny)]
+    else:
+        points = list(part.minimum_rotated_rectangle.exterior.coords)[:-1]
+    return Label(_normalise(points, width, height), dropped_parts=len(clipped) - 1)
+
+
+def _normalise(points: list[tuple[float, float]], width: int, height: int) -> tuple[float, ...]:
+    # Clamping only absorbs float noise and the corners of a rotated rectangle around a shape
+    # that touches the border; clipped shapes are inside the frame already.
+    return tuple(min(1.0, max(0.0, value)) for x, y in points for value in (x / width, y / height))
+
+
+def label_line(class_index: int, label: Label) -> str:
+    """A YOLO label line: class index then coordinates with 6 decimals (sub-pixel up to 10^6 px)."""
+    return " ".join([str(class_index), *(f"{value:.6f}" for value in label.coordinates)])

@@ -1,0 +1,215 @@
+"""Getting each dataset element's oriented crop to disk.
+
+An `ImageSource` returns the crop of an image region at a given size: `IIIFSource` asks the image's
+IIIF server, `FolderSource` reads full images from a folder. `write_crop` then mirrors, rotates,
+optionally enhances contrast and writes the JPEG once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import requests
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tenacity import (
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from worker_yolo_training.export import ImageInfo
+from worker_yolo_training.geometry import Box, Frame
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
+JPEG_QUALITY = 90
+DEFAULT_TIMEOUT = (10, 60)  # connect, read: seconds
+DEFAULT_RETRIES = 5
+
+
+class ImageError(Exception):
+    """An image that cannot be obtained for good; the message says why."""
+
+
+@dataclass(frozen=True)
+class CropRequest:
+    """The part of an image a dataset element needs, and the size to fetch it at."""
+
+    image: ImageInfo
+    crop: Box
+    width: int
+    height: int
+
+
+def fetch_size(frame: Frame, image_size: int) -> tuple[int, int]:
+    """Size to fetch the crop at so that the oriented image's longest side is at most image_size.
+
+    Images are never upscaled.
+    """
+    scale = min(1.0, image_size / max(frame.size))
+    return (
+        max(1, round(frame.crop.width * scale)),
+        max(1, round(frame.crop.height * scale)),
+    )
+
+
+class ImageSource(Protocol):
+    def fetch(self, request: CropRequest) -> Image.Image:
+        """Return the requested crop, resized; raise ImageError when it cannot be had."""
+
+
+# ---------------------------------------------------------------- IIIF
+
+
+def iiif_url(request: CropRequest) -> str:
+    """The IIIF Image API URL of a crop, in the syntax of the server's version (2 or 3)."""
+    image, crop = request.image, request.crop
+    full_region = crop == Box(0, 0, image.width, image.height)
+    region = "full" if full_region else f"{crop.x},{crop.y},{crop.width},{crop.height}"
+    if (request.width, request.height) == (crop.width, crop.height):
+        size = "max" if image.iiif_version == 3 else "full"
+    else:
+        size = f"{request.width},{request.height}"
+    return f"{image.url.rstrip('/')}/{region}/{size}/0/default.jpg"
+
+
+def _is_transient(error: BaseException) -> bool:
+    if isinstance(error, requests.HTTPError):
+        return error.response is not None and error.response.status_code >= 500
+    return isinstance(error, requests.ConnectionError | requests.Timeout)
+
+
+class IIIFSource:
+    """Crops from IIIF servers over one keep-alive session per thread, with retries on
+    timeouts, connection errors and 5xx (never on 4xx), and an on-disk cache keyed by URL."""
+
+    def __init__(
+        self,
+        cache_dir: Path | None = None,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = 1.0,
+    ):
+        self.cache_dir = cache_dir
+        self.timeout = timeout
+        self._local = threading.local()
+        self._get = retry(
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(retries),
+            wait=wait_exponential(multiplier=backoff, max=30),
+            reraise=True,
+        )(self._get_once)
+
+    @property
+    def session(self) -> requests.Session:
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+        return self._local.session
+
+    def _get_once(self, url: str) -> bytes:
+        response = self.session.get(url, timeout=self.timeout)
+        response.raise_for_status()
+        return response.content
+
+    def _cache_path(self, url: str) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha256(url.encode()).hexdigest()
+        return self.cache_dir / digest[:2] / f"{digest}.jpg"
+
+    def fetch(self, request: CropRequest) -> Image.Image:
+        url = iiif_url(request)
+        cached = self._cache_path(url)
+        if cached is not None and cached.exists():
+            try:
+                return decode(cached.read_bytes())
+            except ImageError:
+                logger.warning(f"Corrupt cache entry {cached} for {url}: fetching it again")
+        try:
+            content = self._get(url)
+        except requests.HTTPError as error:
+            raise ImageError(f"HTTP {error.response.status_code} for {url}") from error
+        except requests.RequestException as error:
+            raise ImageError(f"{type(error).__name__} for {url}: {error}") from error
+        image = decode(content, url)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            temporary = cached.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+            temporary.write_bytes(content)
+            temporary.replace(cached)
+        return image
+
+
+def decode(content: bytes, origin: str = "cache") -> Image.Image:
+    """Decode image bytes fully (a truncated JPEG fails here, not later in training)."""
+    try:
+        image = Image.open(io.BytesIO(content))
+        image.load()
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise ImageError(f"not a valid image ({error}) from {origin}") from error
+    return image
+
+
+# ---------------------------------------------------------------- local folder
+
+
+class FolderSource:
+    """Full images read from a folder holding one file per image id (`<image id>.jpg`, ...)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"Image folder {self.folder} does not exist")
+
+    def path(self, image_id: str) -> Path:
+        for extension in IMAGE_EXTENSIONS:
+            candidate = self.folder / f"{image_id}{extension}"
+            if candidate.is_file():
+                return candidate
+        raise ImageError(f"no file for image {image_id} in {self.folder}")
+
+    def fetch(self, request: CropRequest) -> Image.Image:
+        path = self.path(request.image.id)
+        try:
+            with Image.open(path) as full:
+                crop = request.crop
+                region = full.crop((crop.x, crop.y, crop.x + crop.width, crop.y + crop.height))
+                if (request.width, request.height) != region.size:
+                    region = region.resize(
+                        (request.width, request.height), Image.Resampling.LANCZOS
+                    )
+                region.load()
+                return region
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise ImageError(f"not a valid image ({error}) at {path}") from error
+
+
+# ---------------------------------------------------------------- writing
+
+
+def orient(image: Image.Image, frame: Frame) -> Image.Image:
+    """Mirror then rotate clockwise, exactly as base-worker's `open_image` does."""
+    if frame.mirrored:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if frame.rotation_angle:
+        image = image.rotate(-frame.rotation_angle, expand=True)
+    return image
+
+
+def write_crop(image: Image.Image, frame: Frame, contrast: bool, path: Path) -> tuple[int, int]:
+    """Orient, optionally enhance, and write one training image; returns its size."""
+    image = orient(image.convert("RGB"), frame)
+    if contrast:
+        image = ImageOps.equalize(ImageOps.grayscale(image)).convert("RGB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="JPEG", quality=JPEG_QUALITY)
+    return image.size

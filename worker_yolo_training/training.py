@@ -1,0 +1,179 @@
+"""Everything Ultralytics: an offline-safe environment, the base model, training and evaluation.
+
+Ultralytics reads its environment when first imported, and tries to download fonts, weights and
+check models on the way. `prepare_environment()` must run before the first `import ultralytics`;
+the heavy imports stay inside functions so that configuration errors and `--extract-only` are fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from worker_yolo_training.config import TrainingConfig
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_URL = "https://github.com/ultralytics/assets/releases/download/v8.4.0/{name}"
+FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
+DOWNLOAD_TIMEOUT = (10, 120)
+
+
+class BaseModelError(Exception):
+    """The base model cannot be obtained; the message says how to provide it."""
+
+
+def default_config_dir() -> Path:
+    """Ultralytics' settings, fonts and weights: `$YOLO_CONFIG_DIR`, else the user cache dir."""
+    if os.environ.get("YOLO_CONFIG_DIR"):
+        return Path(os.environ["YOLO_CONFIG_DIR"])
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "worker-yolo-training" / "ultralytics"
+
+
+def prepare_environment(config_dir: Path | None = None) -> Path:
+    """Make Ultralytics work offline: own config dir, no network checks, no pip installs, fonts
+    available locally (DejaVu Sans from matplotlib under Arial's names, it covers non-ASCII text).
+    Returns the folder where pretrained weights are looked for."""
+    config_dir = Path(config_dir or default_config_dir())
+    fonts_dir = config_dir / "Ultralytics"
+    fonts_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ["YOLO_AUTOINSTALL"] = "false"
+    os.environ.setdefault("MPLCONFIGDIR", str(config_dir / "matplotlib"))
+    from matplotlib import font_manager
+
+    dejavu = Path(font_manager.findfont("DejaVu Sans", fallback_to_default=True))
+    for name in FONT_NAMES:
+        if not (fonts_dir / name).exists():
+            shutil.copyfile(dejavu, fonts_dir / name)
+    weights_dir = config_dir / "weights"
+    weights_dir.mkdir(exist_ok=True)
+    return weights_dir
+
+
+def _download(url: str, target: Path) -> None:
+    partial = target.with_suffix(".partial")
+    with requests.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT) as response:
+        response.raise_for_status()
+        with partial.open("wb") as output:
+            for chunk in response.iter_content(1 << 20):
+                output.write(chunk)
+    partial.replace(target)
+
+
+def resolve_base_model(
+    config: TrainingConfig, weights_dir: Path, finetune_from: Path | None = None
+) -> str:
+    """The model training starts from: a fine-tuned model, pretrained weights, or an architecture.
+
+    Pretrained weights are looked for in `weights_dir`, then downloaded there. Called before any
+    image is fetched, so that a missing file costs seconds, not a dataset download.
+    """
+    if finetune_from is not None:
+        return str(finetune_from)
+    if not config.pretrained:
+        return config.architecture_name
+    target = Path(weights_dir) / config.weights_name
+    if target.is_file():
+        return str(target)
+    url = WEIGHTS_URL.format(name=config.weights_name)
+    logger.info(f"Downloading pretrained weights {url} to {target}")
+    try:
+        _download(url, target)
+    except requests.RequestException as error:
+        raise BaseModelError(
+            f"Could not download the pretrained weights {config.weights_name} ({error}). "
+            f"Place the file at {target}, or set `advanced.pretrained: false` to train "
+            f"{config.architecture_name} from scratch."
+        ) from error
+    return str(target)
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where training runs: `device` as Ultralytics takes it, and whether AMP applies."""
+
+    argument: str
+    amp: bool
+    gpus: int
+
+
+def select_device() -> Device:
+    """All visible GPUs (Ultralytics DDP when more than one), else the CPU with every core."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus:
+        return Device(",".join(map(str, range(gpus))), amp=True, gpus=gpus)
+    from ultralytics.utils import torch_utils
+
+    # Ultralytics caps CPU threads at cores - 1 (one on a 2-core machine); training is the only
+    # work here, so give it every core.
+    torch_utils.NUM_THREADS = os.cpu_count() or 1
+    torch.set_num_threads(torch_utils.NUM_THREADS)
+    return Device("cpu", amp=False, gpus=0)
+
+
+def train(
+    config: TrainingConfig, base_model: str, data_yaml: Path, output_dir: Path, device: Device
+) -> Path:
+    """Train, writing Ultralytics' run folder to `output_dir/training`; returns best weights."""
+    from ultralytics import YOLO
+
+    model = YOLO(base_model, task=config.mode.task)
+    arguments = {
+        "data": str(data_yaml),
+        "epochs": config.num_epochs,
+        "imgsz": config.image_size,
+        "batch": config.batch_size,
+        "patience": config.patience,
+        "workers": config.workers,
+        **config.training_kwargs,
+        # Where data is read and results written is ours to decide
+        "device": device.argument,
+        "amp": device.amp,
+        "project": str(Path(output_dir).resolve()),
+        "name": "training",
+        "exist_ok": True,
+        "plots": True,
+        "verbose": True,
+    }
+    results = model.train(**arguments)
+    save_dir = Path(getattr(results, "save_dir", None) or model.trainer.save_dir)
+    best = save_dir / "weights" / "best.pt"
+    if not best.is_file():
+        raise RuntimeError(f"Training finished without best weights in {best.parent}")
+    return best
+
+
+def evaluate(
+    weights: Path,
+    config: TrainingConfig,
+    data_yaml: Path,
+    split: str,
+    output_dir: Path,
+    device: Device,
+):
+    """Evaluate weights on one split into `output_dir/eval_<split>`; returns Ultralytics' metrics."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights), task=config.mode.task)
+    return model.val(
+        data=str(data_yaml),
+        split=split,
+        imgsz=config.image_size,
+        batch=max(config.batch_size, 1),
+        device=device.argument.split(",")[0],
+        project=str(Path(output_dir).resolve()),
+        name=f"eval_{split}",
+        exist_ok=True,
+        plots=True,
+        verbose=False,
+    )

@@ -1,0 +1,290 @@
+"""The worker: orchestration only, from the configuration to the published model version.
+
+Local mode (`--database`) and Arkindex mode run the same stages; they differ only where the sets
+and exports come from, where outputs go and whether a model version is published.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from uuid import UUID
+
+from arkindex_worker.models import Dataset, DatasetSet
+from arkindex_worker.worker import DatasetWorker
+from arkindex_worker.worker.training import TrainingMixin
+
+from worker_yolo_training import export
+from worker_yolo_training.config import (
+    ConfigurationError,
+    TrainingConfig,
+    parse_config,
+    read_config_file,
+)
+from worker_yolo_training.dataset import (
+    DEFAULT_CONCURRENCY,
+    DatasetWriter,
+    ExtractionError,
+    split_of,
+)
+from worker_yolo_training.images import FolderSource, IIIFSource, ImageSource
+from worker_yolo_training.publish import (
+    RESULTS_ARCHIVE,
+    build_model_dir,
+    build_results_archive,
+    model_configuration,
+    model_description,
+)
+from worker_yolo_training.report import markdown_table, split_metrics
+from worker_yolo_training.training import BaseModelError
+
+logger = logging.getLogger(__name__)
+
+# Problems in the user's input: reported as one clear message, no traceback
+INPUT_ERRORS = (ConfigurationError, ExtractionError, BaseModelError)
+
+
+class YoloTrainingWorker(DatasetWorker, TrainingMixin):
+    """Trains an Ultralytics YOLO model on the sets of an Arkindex dataset and publishes it."""
+
+    def __init__(self, local: bool = False):
+        # Local mode must not build an API client: it would fetch an OpenAPI schema
+        self.local = local
+        self.exports: dict[str, Path] = {}
+        super().__init__(description="Train Ultralytics YOLO models on Arkindex datasets")
+
+    # ------------------------------------------------------------ base-worker hooks
+
+    def add_arguments(self) -> None:
+        super().add_arguments()
+        self.parser.add_argument(
+            "--database", type=Path, help="Local SQLite export: run without Arkindex."
+        )
+        self.parser.add_argument(
+            "--output", type=Path, default=Path("output"), help="Output folder in local mode."
+        )
+        self.parser.add_argument(
+            "--images",
+            type=Path,
+            help="Folder of full images named <image id>.jpg (or .png, .tif): no IIIF download.",
+        )
+        self.parser.add_argument(
+            "--extract-only", action="store_true", help="Write the YOLO dataset and stop."
+        )
+        self.parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=DEFAULT_CONCURRENCY,
+            help="Images downloaded at once.",
+        )
+
+    def setup_api_client(self) -> None:
+        if self.local:
+            self.api_client = None
+            return
+        super().setup_api_client()
+
+    @property
+    def is_read_only(self) -> bool:
+        return self.local or super().is_read_only
+
+    def _configure_for_developers(self) -> None:
+        # base-worker's reader needs a `secret` flag on every item; accept what users write
+        if self.args.verbose:
+            logging.getLogger().setLevel(logging.DEBUG)
+        self.config = read_config_file(Path(self.args.config.name)) if self.args.config else {}
+
+    def configure(self) -> None:
+        """Read arguments and configuration, and validate the configuration once."""
+        super().configure()
+        if self.local and self.args.database is None:
+            raise ConfigurationError(["local mode needs --database EXPORT.sqlite"])
+        self.training_config: TrainingConfig = parse_config(self.config)
+        if not self.is_read_only and not self.training_config.target_model_id:
+            raise ConfigurationError(
+                ["`target_model_id` is required in Arkindex: choose the model to publish in"]
+            )
+
+    def list_sets(self) -> list[DatasetSet]:
+        if not self.local:
+            return super().list_sets()
+        return self._local_sets()
+
+    def start_dataset_exports(self) -> None:
+        if not self.local:
+            super().start_dataset_exports()
+
+    # ------------------------------------------------------------ stages
+
+    @property
+    def output_dir(self) -> Path:
+        """Local mode: --output. Arkindex: a scratch folder beside the task's work dir, whose
+        files become artifacts (only the results archive belongs there)."""
+        if self.local:
+            return self.args.output
+        if not hasattr(self, "_scratch"):
+            self.task_data_dir.mkdir(parents=True, exist_ok=True)
+            self._scratch = Path(tempfile.mkdtemp(prefix="yolo-training-", dir=self.task_data_dir))
+        return self._scratch
+
+    def _local_sets(self) -> list[DatasetSet]:
+        export.open_export(self.args.database)
+        self.exports = {}
+        datasets = {dataset.id: dataset for dataset in export.list_datasets()}
+        if self.args.set:
+            wanted = [(str(dataset_id), name) for dataset_id, name in self.args.set]
+        elif len(datasets) == 1:
+            (dataset,) = datasets.values()
+            wanted = [(dataset.id, name) for name in dataset.sets]
+        else:
+            listing = ", ".join(
+                f"{d.id} ({d.name}: {', '.join(d.sets)})" for d in datasets.values()
+            )
+            raise ExtractionError(
+                f"The export holds {len(datasets)} datasets; choose sets with "
+                f"--set DATASET_ID:SET ... Datasets: {listing or 'none'}"
+            )
+        sets = []
+        for dataset_id, name in wanted:
+            dataset = datasets.get(dataset_id)
+            if dataset is None or name not in dataset.sets:
+                raise ExtractionError(
+                    f"Set {dataset_id}:{name} is not in the export. Available: "
+                    + ", ".join(f"{d.id}:{s}" for d in datasets.values() for s in d.sets)
+                )
+            info = Dataset(id=dataset.id, name=dataset.name, sets=list(dataset.sets))
+            sets.append(DatasetSet(name=name, dataset=info))
+            self.exports[dataset.id] = self.args.database
+        return sets
+
+    def _download_exports(self, sets: list[DatasetSet]) -> None:
+        for dataset_set in sets:
+            dataset = dataset_set.dataset
+            if dataset.id not in self.exports:
+                self._corpus_id = dataset.corpus_id
+                self.exports[dataset.id] = self.get_export(
+                    export_id=dataset.export_id, dataset_id=UUID(dataset.id)
+                )
+
+    def check_inputs(self, sets: list[DatasetSet]) -> None:
+        """Fail before any download when the export cannot give what the configuration asks."""
+        config = self.training_config
+        splits = {}
+        for dataset_id, path in self.exports.items():
+            export.open_export(path)
+            types = export.element_type_counts()
+            missing = [name for name in config.class_names if name not in types]
+            if missing:
+                existing = ", ".join(f"{t} ({n})" for t, n in sorted(types.items()))
+                raise ExtractionError(
+                    f"`class_names` {', '.join(missing)} not found in the export of dataset "
+                    f"{dataset_id}. Element types there: {existing}"
+                )
+            sizes = export.set_sizes(dataset_id)
+            for dataset_set in sets:
+                if dataset_set.dataset.id == dataset_id and split_of(dataset_set.name):
+                    split = split_of(dataset_set.name)
+                    splits[split] = splits.get(split, 0) + sizes.get(dataset_set.name, 0)
+        for split, sets_hint in (("train", "train"), ("val", "dev or val")):
+            if not splits.get(split):
+                raise ExtractionError(
+                    f"No element in a {sets_hint} set: a {split} split is needed to train. "
+                    f"Sets selected: {', '.join(s.name for s in sets) or 'none'}"
+                )
+
+    def image_source(self) -> ImageSource:
+        if self.args.images:
+            return FolderSource(self.args.images)
+        return IIIFSource()
+
+    def process_set(self, dataset_set: DatasetSet) -> None:
+        """Convert one set's elements into images and labels of its split."""
+        export.open_export(self.exports[dataset_set.dataset.id])
+        logger.info(f"Extracting set {dataset_set.name} of dataset {dataset_set.dataset.name}")
+        self.writer.add_set(
+            dataset_set.name, export.iter_pages(dataset_set.dataset.id, dataset_set.name)
+        )
+
+    def run(self) -> None:
+        """Configure, extract every set, train, evaluate, package and publish."""
+        try:
+            self._run()
+        except INPUT_ERRORS as error:
+            logger.error(str(error))
+            sys.exit(2)
+        except KeyboardInterrupt:
+            logger.error("Interrupted: nothing was published")
+            sys.exit(130)
+
+    def _run(self) -> None:
+        self.configure()
+        config = self.training_config
+        sets = self.list_sets()
+        if not sets:
+            raise ExtractionError("No dataset set to process")
+        self.start_dataset_exports()
+        self._download_exports(sets)
+        self.check_inputs(sets)
+
+        from worker_yolo_training import training
+
+        weights_dir = training.prepare_environment()
+        base_model = None
+        if not self.args.extract_only:
+            base_model = training.resolve_base_model(config, weights_dir)
+
+        output = self.output_dir
+        self.writer = DatasetWriter(
+            output / "dataset", config, self.image_source(), self.args.concurrency
+        )
+        for dataset_set in sets:
+            self.process_set(dataset_set)
+        data_yaml = self.writer.finish()
+        export.close_export()
+        if self.args.extract_only:
+            logger.info(f"Dataset written to {data_yaml.parent} (--extract-only: no training)")
+            return
+
+        device = training.select_device()
+        best = training.train(config, base_model, data_yaml, output, device)
+        metrics = {}
+        for split in self.writer.non_empty_splits():
+            result = training.evaluate(best, config, data_yaml, split, output, device)
+            metrics[split] = split_metrics(
+                result, config.class_names, self.writer.reports[split].images
+            )
+        table = markdown_table(metrics)
+        (output / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+        (output / "evaluation.md").write_text(f"# Evaluation\n\n{table}\n")
+        logger.info("Evaluation:\n" + table)
+
+        model_dir = build_model_dir(best, output / "model")
+        archive_dir = output if self.local else self.work_dir
+        archive_dir.mkdir(parents=True, exist_ok=True)
+        archive = build_results_archive(
+            folders=[output / "training", *(output / f"eval_{split}" for split in metrics)],
+            files=[
+                output / "metrics.json",
+                output / "evaluation.md",
+                output / "dataset" / "summary.json",
+            ],
+            destination=archive_dir / RESULTS_ARCHIVE,
+        )
+        logger.info(f"Model written to {model_dir}, results to {archive}")
+        if self.is_read_only:
+            return
+        self.publish_model_version(
+            model_path=model_dir,
+            model_id=config.target_model_id,
+            description=model_description(config, table),
+            configuration=model_configuration(config),
+            parent=self.model_version_id,
+        )
+        if self.args.bootstrap:
+            # Without a Ponos agent nobody else uploads the work dir's files
+            self.upload_artifact(archive)
+        shutil.rmtree(self._scratch, ignore_errors=True)
