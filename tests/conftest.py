@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.arkindex_fake import fake_arkindex_fixture  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "worker_yolo_training" / "sample"
 

@@ -68,16 +68,36 @@ def _download(url: str, target: Path) -> None:
     partial.replace(target)
 
 
+def finetuned_model(model_dir: Path, config: TrainingConfig) -> str:
+    """The `model.pt` of the model version being fine-tuned; warns when its classes differ."""
+    from ultralytics import YOLO
+
+    path = Path(model_dir) / "model.pt"
+    if not path.is_file():
+        raise BaseModelError(
+            f"The model version to fine-tune has no model.pt in {model_dir}: "
+            "pick a version published by this worker, or run without a model version."
+        )
+    names = list(YOLO(str(path)).names.values())
+    if names != list(config.class_names):
+        logger.warning(
+            f"The fine-tuned model predicts {names}, this training uses {list(config.class_names)}: "
+            "its detection head is retrained for the new classes."
+        )
+    return str(path)
+
+
 def resolve_base_model(
-    config: TrainingConfig, weights_dir: Path, finetune_from: Path | None = None
+    config: TrainingConfig, weights_dir: Path, finetune_dir: Path | None = None
 ) -> str:
-    """The model training starts from: a fine-tuned model, pretrained weights, or an architecture.
+    """The model training starts from: a model version's weights, pretrained weights, or an
+    architecture.
 
     Pretrained weights are looked for in `weights_dir`, then downloaded there. Called before any
     image is fetched, so that a missing file costs seconds, not a dataset download.
     """
-    if finetune_from is not None:
-        return str(finetune_from)
+    if finetune_dir is not None:
+        return finetuned_model(finetune_dir, config)
     if not config.pretrained:
         return config.architecture_name
     target = Path(weights_dir) / config.weights_name

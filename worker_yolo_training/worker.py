@@ -232,10 +232,13 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
 
         from worker_yolo_training import training
 
-        weights_dir = training.prepare_environment()
+        weights_dir = training.prepare_environment(
+            None if self.local else self.task_data_dir / "ultralytics"
+        )
         base_model = None
         if not self.args.extract_only:
-            base_model = training.resolve_base_model(config, weights_dir)
+            finetune_dir = self.find_extras_directory() if self.is_finetuning else None
+            base_model = training.resolve_base_model(config, weights_dir, finetune_dir)
 
         output = self.output_dir
         self.writer = DatasetWriter(
