@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from generate_export import generate, rebase_export
+
 from tests.iiif_server import IIIFServer
 
 REPO = Path(__file__).resolve().parents[1]
