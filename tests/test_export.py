@@ -1,7 +1,5 @@
 """Reading exports: descendants at any depth, each once, in a bounded number of statements."""
 
-import logging
-
 import pytest
 from arkindex_export import database
 
@@ -45,26 +43,9 @@ def test_pages_with_grandchildren_multi_parent_children_and_no_image(builder):
     assert export.list_datasets()[0].sets == ("train", "dev", "test")
 
 
-class StatementCounter(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.count = 0
-
-    def emit(self, record):
-        self.count += 1
-
-
 def count_statements(dataset_id: str, set_name: str) -> tuple[int, int]:
-    counter = StatementCounter()
-    peewee_logger = logging.getLogger("peewee")
-    peewee_logger.addHandler(counter)
-    previous = peewee_logger.level
-    peewee_logger.setLevel(logging.DEBUG)
-    try:
+    with export.StatementCounter() as counter:
         pages = list(export.iter_pages(dataset_id, set_name))
-    finally:
-        peewee_logger.removeHandler(counter)
-        peewee_logger.setLevel(previous)
     return counter.count, len(pages)
 
 

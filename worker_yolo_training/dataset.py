@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 from collections import Counter
@@ -23,14 +24,14 @@ from tqdm import tqdm
 from worker_yolo_training.config import MANUAL, TrainingConfig
 from worker_yolo_training.export import Page
 from worker_yolo_training.geometry import Frame, Label, Skip, crop_box, label_line, object_label
-from worker_yolo_training.images import CropRequest, ImageError, ImageSource, fetch_size, write_crop
+from worker_yolo_training.images import CropRequest, CropStore, ImageError, fetch_size
 
 logger = logging.getLogger(__name__)
 
 # Arkindex set names → Ultralytics splits
 SPLIT_OF_SET = {"train": "train", "dev": "val", "val": "val", "validation": "val", "test": "test"}
 SPLITS = ("train", "val", "test")
-DEFAULT_CONCURRENCY = 8
+DEFAULT_CONCURRENCY = 16
 
 
 class ExtractionError(Exception):
@@ -92,6 +93,25 @@ def build_sample(page: Page, config: TrainingConfig) -> Sample | Skip:
     return Sample(page, frame, lines, objects, +skipped)
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """The outcome of getting one element's image."""
+
+    path: Path | None = None
+    cached: bool = False
+    reused: bool = False
+    error: ImageError | None = None
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link a cached image into the dataset (no copy), or copy across file systems."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 @dataclass
 class SplitReport:
     """What one split holds and what was left out of it."""
@@ -102,6 +122,8 @@ class SplitReport:
     skipped: Counter = field(default_factory=Counter)
     failed_images: list[dict] = field(default_factory=list)
     sets: list[str] = field(default_factory=list)
+    downloaded: int = 0
+    cached: int = 0
 
     def as_dict(self, class_names: Iterable[str]) -> dict:
         return {
@@ -111,6 +133,8 @@ class SplitReport:
             "objects": {name: self.objects.get(name, 0) for name in class_names},
             "skipped": {reason.value: count for reason, count in sorted(self.skipped.items())},
             "failed_images": self.failed_images,
+            "images_downloaded": self.downloaded,
+            "images_from_cache": self.cached,
         }
 
 
@@ -121,12 +145,12 @@ class DatasetWriter:
         self,
         root: Path,
         config: TrainingConfig,
-        source: ImageSource,
+        store: CropStore,
         concurrency: int = DEFAULT_CONCURRENCY,
     ):
         self.root = Path(root)
         self.config = config
-        self.source = source
+        self.store = store
         self.concurrency = concurrency
         self.reports = {split: SplitReport() for split in SPLITS}
         # element id → (split, image path): an element in several sets is fetched once
@@ -157,7 +181,12 @@ class DatasetWriter:
             for sample, outcome in self._fetch_all(pool, self._samples(split, pages)):
                 self._store(split, sample, outcome)
                 progress.update()
-                progress.set_postfix(failed=len(report.failed_images), refresh=False)
+                progress.set_postfix(
+                    cached=report.cached,
+                    downloaded=report.downloaded,
+                    failed=len(report.failed_images),
+                    refresh=False,
+                )
 
     def _samples(self, split: str, pages: Iterable[Page]) -> Iterator[Sample]:
         report = self.reports[split]
@@ -172,11 +201,11 @@ class DatasetWriter:
 
     def _fetch_all(
         self, pool: ThreadPoolExecutor, samples: Iterator[Sample]
-    ) -> Iterator[tuple[Sample, Path | ImageError]]:
-        """Fetch and write images with at most 2×concurrency in flight, results as they come."""
+    ) -> Iterator[tuple[Sample, Fetched]]:
+        """Fetch images with at most 2×concurrency in flight; results as they come."""
         in_flight: dict[Future, Sample] = {}
         for sample in samples:
-            in_flight[pool.submit(self._write_image, sample)] = sample
+            in_flight[pool.submit(self._fetch, sample)] = sample
             if len(in_flight) >= 2 * self.concurrency:
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -184,42 +213,41 @@ class DatasetWriter:
         for future in list(in_flight):
             yield in_flight.pop(future), future.result()
 
-    def _write_image(self, sample: Sample) -> Path | ImageError:
-        page = sample.page
-        previous = self.written.get(page.id)
-        if previous is not None:
-            return previous[1]
+    def _request(self, sample: Sample) -> CropRequest:
         width, height = fetch_size(sample.frame, self.config.image_size)
-        request = CropRequest(page.image, sample.frame.crop, width, height)
-        try:
-            image = self.source.fetch(request)
-        except ImageError as error:
-            return error
-        path = self.root / "cache" / f"{safe_name(page.id)}.jpg"
-        write_crop(image, sample.frame, self.config.contrast, path)
-        return path
+        return CropRequest(sample.page.image, sample.frame.crop, width, height)
 
-    def _store(self, split: str, sample: Sample, outcome: Path | ImageError) -> None:
+    def _fetch(self, sample: Sample) -> Fetched:
+        if sample.page.id in self.written:
+            return Fetched(self.written[sample.page.id][1], reused=True)
+        try:
+            path, cached = self.store.get(self._request(sample), sample.frame)
+        except ImageError as error:
+            return Fetched(error=error)
+        return Fetched(path, cached=cached)
+
+    def _store(self, split: str, sample: Sample, fetched: Fetched) -> None:
         report = self.reports[split]
         page = sample.page
-        if isinstance(outcome, ImageError):
+        if fetched.error is not None:
             report.skipped[Skip.ImageFailed] += 1
+            source = self.store.source.describe(self._request(sample))
             report.failed_images.append(
-                {"element": page.id, "image": page.image.id, "reason": str(outcome)}
+                {"element": page.id, "source": source, "reason": str(fetched.error)}
             )
-            logger.warning(f"Element {page.id} dropped: image failed: {outcome}")
+            logger.warning(f"Element {page.id} dropped: {source}: {fetched.error}")
             return
-        if page.id in self.written:
-            first_split, first_path = self.written[page.id]
+        if fetched.reused:
+            first_split = self.written[page.id][0]
             self.leaks.setdefault(page.id, {first_split}).add(split)
-            target = self.image_path(split, page.id)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(first_path, target)
+        elif fetched.cached:
+            report.cached += 1
         else:
-            target = self.image_path(split, page.id)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            outcome.replace(target)
-            self.written[page.id] = (split, target)
+            report.downloaded += 1
+        target = self.image_path(split, page.id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        link_or_copy(fetched.path, target)
+        self.written.setdefault(page.id, (split, target))
         label = self.label_path(split, page.id)
         label.parent.mkdir(parents=True, exist_ok=True)
         label.write_text("".join(f"{line}\n" for line in sample.lines))
@@ -241,7 +269,6 @@ class DatasetWriter:
 
     def finish(self) -> Path:
         """Write data.yaml and summary.json, log the summary table; returns data.yaml's path."""
-        shutil.rmtree(self.root / "cache", ignore_errors=True)
         for element_id, splits in sorted(self.leaks.items()):
             logger.warning(
                 f"Element {element_id} is in several splits ({', '.join(sorted(splits))})"

@@ -68,6 +68,26 @@ class Page:
     children: list[Child] = field(default_factory=list)
 
 
+class StatementCounter:
+    """Counts the SQL statements sent to the export while active (reads must stay bounded)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __enter__(self) -> StatementCounter:
+        original = export_database.execute_sql
+
+        def counted(*args, **kwargs):
+            self.count += 1
+            return original(*args, **kwargs)
+
+        export_database.execute_sql = counted
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del export_database.execute_sql  # back to the class' method
+
+
 def open_export(path: Path) -> None:
     """Point arkindex-export's models at this SQLite file."""
     open_database(Path(path))

@@ -63,8 +63,12 @@ def fetch_size(frame: Frame, image_size: int) -> tuple[int, int]:
 
 
 class ImageSource(Protocol):
-    def fetch(self, request: CropRequest) -> Image.Image:
-        """Return the requested crop, resized; raise ImageError when it cannot be had."""
+    def fetch(self, request: CropRequest) -> bytes | Image.Image:
+        """The requested crop at the requested size: encoded bytes as a server sent them, or a
+        decoded image; raise ImageError when it cannot be had."""
+
+    def describe(self, request: CropRequest) -> str:
+        """Where the crop comes from (a URL, a file): the cache key, and for error reports."""
 
 
 # ---------------------------------------------------------------- IIIF
@@ -90,16 +94,14 @@ def _is_transient(error: BaseException) -> bool:
 
 class IIIFSource:
     """Crops from IIIF servers over one keep-alive session per thread, with retries on
-    timeouts, connection errors and 5xx (never on 4xx), and an on-disk cache keyed by URL."""
+    timeouts, connection errors and 5xx (never on 4xx)."""
 
     def __init__(
         self,
-        cache_dir: Path | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
         backoff: float = 1.0,
     ):
-        self.cache_dir = cache_dir
         self.timeout = timeout
         self._local = threading.local()
         self._get = retry(
@@ -120,42 +122,26 @@ class IIIFSource:
         response.raise_for_status()
         return response.content
 
-    def _cache_path(self, url: str) -> Path | None:
-        if self.cache_dir is None:
-            return None
-        digest = hashlib.sha256(url.encode()).hexdigest()
-        return self.cache_dir / digest[:2] / f"{digest}.jpg"
+    def describe(self, request: CropRequest) -> str:
+        return iiif_url(request)
 
-    def fetch(self, request: CropRequest) -> Image.Image:
+    def fetch(self, request: CropRequest) -> bytes:
         url = iiif_url(request)
-        cached = self._cache_path(url)
-        if cached is not None and cached.exists():
-            try:
-                return decode(cached.read_bytes())
-            except ImageError:
-                logger.warning(f"Corrupt cache entry {cached} for {url}: fetching it again")
         try:
-            content = self._get(url)
+            return self._get(url)
         except requests.HTTPError as error:
-            raise ImageError(f"HTTP {error.response.status_code} for {url}") from error
+            raise ImageError(f"HTTP {error.response.status_code}") from error
         except requests.RequestException as error:
-            raise ImageError(f"{type(error).__name__} for {url}: {error}") from error
-        image = decode(content, url)
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            temporary = cached.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            temporary.write_bytes(content)
-            temporary.replace(cached)
-        return image
+            raise ImageError(f"{type(error).__name__}: {error}") from error
 
 
-def decode(content: bytes, origin: str = "cache") -> Image.Image:
+def decode(content: bytes) -> Image.Image:
     """Decode image bytes fully (a truncated JPEG fails here, not later in training)."""
     try:
         image = Image.open(io.BytesIO(content))
         image.load()
     except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ImageError(f"not a valid image ({error}) from {origin}") from error
+        raise ImageError(f"not a valid image ({error})") from error
     return image
 
 
@@ -176,6 +162,13 @@ class FolderSource:
             if candidate.is_file():
                 return candidate
         raise ImageError(f"no file for image {image_id} in {self.folder}")
+
+    def describe(self, request: CropRequest) -> str:
+        crop = request.crop
+        return (
+            f"{self.folder.resolve()}/{request.image.id}"
+            f"#{crop.x},{crop.y},{crop.width},{crop.height}@{request.width},{request.height}"
+        )
 
     def fetch(self, request: CropRequest) -> Image.Image:
         path = self.path(request.image.id)
@@ -205,11 +198,75 @@ def orient(image: Image.Image, frame: Frame) -> Image.Image:
     return image
 
 
-def write_crop(image: Image.Image, frame: Frame, contrast: bool, path: Path) -> tuple[int, int]:
-    """Orient, optionally enhance, and write one training image; returns its size."""
+def _looks_complete(path: Path) -> bool:
+    """A cheap integrity check of a cached JPEG: start and end markers (truncation, garbage)."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(2)
+            file.seek(-2, os.SEEK_END)
+            tail = file.read(2)
+    except OSError:
+        return False
+    return head == b"\xff\xd8" and tail == b"\xff\xd9"
+
+
+class CropStore:
+    """Final training images, oriented and enhanced, one file per distinct request.
+
+    Each crop is fetched once, decoded once and written once; a later run with the same cache
+    folder fetches nothing. Without a cache folder, files live in a scratch folder.
+    """
+
+    def __init__(self, source: ImageSource, folder: Path, contrast: bool = False):
+        self.source = source
+        self.folder = Path(folder)
+        self.contrast = contrast
+
+    def path(self, request: CropRequest, frame: Frame) -> Path:
+        key = "|".join(
+            (
+                self.source.describe(request),
+                f"rotation={frame.rotation_angle}",
+                f"mirrored={frame.mirrored}",
+                f"contrast={self.contrast}",
+            )
+        )
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return self.folder / digest[:2] / f"{digest}.jpg"
+
+    def get(self, request: CropRequest, frame: Frame) -> tuple[Path, bool]:
+        """Path of the final image and whether it came from the cache; raises ImageError."""
+        path = self.path(request, frame)
+        if path.exists():
+            if _looks_complete(path):
+                return path, True
+            logger.warning(f"Corrupt cache entry {path}: fetching it again")
+        fetched = self.source.fetch(request)
+        image = decode(fetched) if isinstance(fetched, bytes) else fetched
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.partial")
+        if self._keep_bytes(fetched, image, request, frame):
+            partial.write_bytes(fetched)
+        else:
+            write_image(image, frame, self.contrast, partial)
+        partial.replace(path)
+        return path, False
+
+    def _keep_bytes(self, fetched, image: Image.Image, request: CropRequest, frame: Frame) -> bool:
+        # A JPEG exactly as needed is written as received: no second encoding, no quality loss
+        return (
+            isinstance(fetched, bytes)
+            and image.format == "JPEG"
+            and image.mode in ("RGB", "L")
+            and image.size == (request.width, request.height)
+            and not (frame.rotation_angle or frame.mirrored or self.contrast)
+        )
+
+
+def write_image(image: Image.Image, frame: Frame, contrast: bool, path: Path) -> tuple[int, int]:
+    """Orient, optionally enhance, and write one training image as JPEG; returns its size."""
     image = orient(image.convert("RGB"), frame)
     if contrast:
         image = ImageOps.equalize(ImageOps.grayscale(image)).convert("RGB")
-    path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format="JPEG", quality=JPEG_QUALITY)
     return image.size

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from worker_yolo_training.dataset import (
     ExtractionError,
     split_of,
 )
-from worker_yolo_training.images import FolderSource, IIIFSource, ImageSource
+from worker_yolo_training.images import CropStore, FolderSource, IIIFSource, ImageSource
 from worker_yolo_training.publish import (
     RESULTS_ARCHIVE,
     build_model_dir,
@@ -80,6 +81,15 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
             type=int,
             default=DEFAULT_CONCURRENCY,
             help="Images downloaded at once.",
+        )
+        self.parser.add_argument(
+            "--cache-dir",
+            type=Path,
+            help="Image cache (local default: $XDG_CACHE_HOME/worker-yolo-training/images, "
+            "else ~/.cache/...; in Arkindex: inside the task's data dir).",
+        )
+        self.parser.add_argument(
+            "--no-cache", action="store_true", help="Keep no image between runs."
         )
 
     def setup_api_client(self) -> None:
@@ -201,6 +211,17 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
             return FolderSource(self.args.images)
         return IIIFSource()
 
+    def cache_dir(self) -> Path:
+        """Where final crops are kept between runs (a scratch folder with --no-cache)."""
+        if self.args.no_cache:
+            return self.output_dir / "crops.tmp"
+        if self.args.cache_dir:
+            return self.args.cache_dir
+        if not self.local:
+            return self.task_data_dir / "image-cache"
+        cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        return cache_home / "worker-yolo-training" / "images"
+
     def process_set(self, dataset_set: DatasetSet) -> None:
         """Convert one set's elements into images and labels of its split."""
         export.open_export(self.exports[dataset_set.dataset.id])
@@ -241,11 +262,14 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
             base_model = training.resolve_base_model(config, weights_dir, finetune_dir)
 
         output = self.output_dir
-        self.writer = DatasetWriter(
-            output / "dataset", config, self.image_source(), self.args.concurrency
-        )
-        for dataset_set in sets:
-            self.process_set(dataset_set)
+        store = CropStore(self.image_source(), self.cache_dir(), config.contrast)
+        self.writer = DatasetWriter(output / "dataset", config, store, self.args.concurrency)
+        with export.StatementCounter() as statements:
+            for dataset_set in sets:
+                self.process_set(dataset_set)
+        logger.info(f"SQL statements during extraction: {statements.count}")
+        if self.args.no_cache:
+            shutil.rmtree(store.folder, ignore_errors=True)
         data_yaml = self.writer.finish()
         export.close_export()
         if self.args.extract_only:
