@@ -259,7 +259,9 @@ class IIIFServer:
     :param cache_responses: keep encoded responses in memory keyed by path.
     :param status_overrides: identifier -> HTTP status to answer instead of the image.
     :param corrupt_ids: identifiers whose image requests answer 200 with broken bytes.
-    :param transient_failures: identifier -> number of 503 answers before success.
+    :param transient_failures: identifier -> number of failed answers before success.
+    :param transient_status: the status of those answers (503 by default).
+    :param slow_ids: identifier -> seconds to wait before answering its image requests.
     """
 
     def __init__(
@@ -279,6 +281,8 @@ class IIIFServer:
         status_overrides: dict[str, int] | None = None,
         corrupt_ids: Iterable[str] = (),
         transient_failures: dict[str, int] | None = None,
+        transient_status: int = 503,
+        slow_ids: dict[str, float] | None = None,
     ) -> None:
         assert images_dir is not None or generator is not None, "No image source"
         assert version in (2, 3, None)
@@ -296,6 +300,8 @@ class IIIFServer:
         self.status_overrides = dict(status_overrides or {})
         self.corrupt_ids = set(corrupt_ids)
         self.transient_failures = dict(transient_failures or {})
+        self.transient_status = transient_status
+        self.slow_ids = dict(slow_ids or {})
 
         self._lock = threading.Lock()
         self._paths: dict[str, Path] = {}
@@ -439,6 +445,8 @@ class IIIFServer:
         with self._lock:
             self.image_requests += 1
         self._check_faults(identifier, count=True)
+        if identifier in self.slow_ids:
+            time.sleep(self.slow_ids[identifier])
         if identifier in self.corrupt_ids:
             return 200, b"\xff\xd8\xff\xe0 this is not a JPEG" + bytes(64), FORMATS["jpg"][1]
 
@@ -471,7 +479,7 @@ class IIIFServer:
                 remaining = self.transient_failures.get(identifier, 0)
                 if remaining > 0:
                     self.transient_failures[identifier] = remaining - 1
-                    raise IIIFError(503, "Injected transient failure")
+                    raise IIIFError(self.transient_status, "Injected transient failure")
 
     def info(self, identifier: str) -> bytes:
         width, height = self.source_size(identifier)

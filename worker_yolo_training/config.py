@@ -8,6 +8,7 @@ the configurations users saved in Arkindex. Groups reach the worker as flat keys
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -146,10 +147,97 @@ def _model_id(value: Any) -> str:
     return value.strip()
 
 
-def _mapping(value: Any) -> dict:
+# Training arguments the worker decides, or that have a key of their own
+WORKER_TRAINING_ARGUMENTS = {
+    **dict.fromkeys(
+        (
+            "data",
+            "model",
+            "cfg",
+            "project",
+            "name",
+            "save_dir",
+            "exist_ok",
+            "resume",
+            "task",
+            "mode",
+            "source",
+            "device",
+            "pretrained",
+            "split",
+            "save",
+            "tracker",
+            "format",
+        ),
+        "is decided by the worker",
+    ),
+    "epochs": "use `num_epochs`",
+    "imgsz": "use `image_size`",
+    "batch": "use `batch_size`",
+    "patience": "use `advanced.patience`",
+    "workers": "use `advanced.workers`",
+}
+# Ultralytics arguments of prediction and export only: they do nothing in training
+NOT_TRAINING_ARGUMENTS = {
+    "vid_stride", "stream_buffer", "visualize", "augment", "agnostic_nms", "retina_masks",
+    "embed", "show", "save_frames", "save_txt", "save_conf", "save_crop", "show_labels",
+    "show_conf", "show_boxes", "line_width", "optimize", "dynamic", "simplify", "opset",
+    "workspace", "dnn", "quantize", "nms", "half", "int8", "keras",
+}  # fmt: skip
+
+
+def ultralytics_defaults() -> dict[str, Any]:
+    """Ultralytics' argument defaults, read from its `cfg/default.yaml` without importing it
+    (importing Ultralytics takes seconds; configuration errors must come at once)."""
+    spec = importlib.util.find_spec("ultralytics")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = Path(spec.submodule_search_locations[0]) / "cfg" / "default.yaml"
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def _typed(value: Any) -> Any:
+    """Arkindex dict fields hold text: read `0.01`, `true`, `[1, 2]` as YAML does."""
+    if isinstance(value, str):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value
+
+
+def _matches(value: Any, default: Any) -> bool:
+    if default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int | float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, type(default))
+
+
+def _training_kwargs(value: Any) -> dict:
     if not isinstance(value, Mapping):
-        raise ValueError(f"expected a mapping of names to values, got {value!r}")
-    return dict(value)
+        raise ValueError(f"expected a mapping of Ultralytics arguments to values, got {value!r}")
+    defaults = ultralytics_defaults()
+    allowed = set(defaults) - set(WORKER_TRAINING_ARGUMENTS) - NOT_TRAINING_ARGUMENTS
+    parsed, problems = {}, []
+    for key, raw in value.items():
+        typed = _typed(raw)
+        if key in WORKER_TRAINING_ARGUMENTS:
+            problems.append(f"{key!r} {WORKER_TRAINING_ARGUMENTS[key]}")
+        elif key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{key!r} is not an Ultralytics training argument{hint}")
+        elif not _matches(typed, defaults[key]):
+            expected = type(defaults[key]).__name__
+            problems.append(f"{key!r} expects a {expected} like {defaults[key]!r}, got {raw!r}")
+        else:
+            parsed[key] = float(typed) if isinstance(defaults[key], float) else typed
+    if problems:
+        raise ValueError("; ".join(problems))
+    return parsed
 
 
 # ---------------------------------------------------------------- the option table
@@ -279,7 +367,7 @@ OPTIONS: tuple[Option, ...] = (
         {},
         "Extra training hyperparameters",
         "Other Ultralytics training arguments, e.g. lr0: 0.01, optimizer: SGD.",
-        _mapping,
+        _training_kwargs,
     ),
 )
 OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}
@@ -341,7 +429,12 @@ def _parser() -> ConfigParser:
 def _describe(key: str, message: Any, raw: Mapping[str, Any]) -> str:
     if message == "This option is required":
         return f"`{key}` is required: {OPTIONS_BY_KEY[key].help}"
-    shown = f" (got {raw[key]!r})" if key in raw and str(raw[key]) not in str(message) else ""
+    value = raw.get(key)
+    shown = (
+        f" (got {value!r})"
+        if not isinstance(value, Mapping | None) and str(value) not in str(message)
+        else ""
+    )
     return f"`{key}`: {message}{shown}"
 
 

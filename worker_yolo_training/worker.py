@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +33,14 @@ from worker_yolo_training.dataset import (
     ExtractionError,
     split_of,
 )
-from worker_yolo_training.images import CropStore, FolderSource, IIIFSource, ImageSource
+from worker_yolo_training.images import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    CropStore,
+    FolderSource,
+    IIIFSource,
+    ImageSource,
+)
 from worker_yolo_training.publish import (
     RESULTS_ARCHIVE,
     build_model_dir,
@@ -47,6 +55,19 @@ logger = logging.getLogger(__name__)
 
 # Problems in the user's input: reported as one clear message, no traceback
 INPUT_ERRORS = (ConfigurationError, ExtractionError, BaseModelError)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM (what Ponos and Docker send to stop a task)."""
+
+    def __init__(self, signal_number: int = signal.SIGINT):
+        super().__init__()
+        self.signal_number = int(signal_number)
+        self.signal_name = signal.Signals(signal_number).name
+
+
+def _interrupt(signal_number, frame):
+    raise Interrupted(signal_number)
 
 
 class YoloTrainingWorker(DatasetWorker, TrainingMixin):
@@ -90,6 +111,18 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         )
         self.parser.add_argument(
             "--no-cache", action="store_true", help="Keep no image between runs."
+        )
+        self.parser.add_argument(
+            "--image-timeout",
+            type=float,
+            default=DEFAULT_TIMEOUT[1],
+            help="Seconds to wait for an image server's answer.",
+        )
+        self.parser.add_argument(
+            "--image-retries",
+            type=int,
+            default=DEFAULT_RETRIES,
+            help="Attempts per image on timeouts, connection errors and 5xx.",
         )
 
     def setup_api_client(self) -> None:
@@ -209,7 +242,9 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
     def image_source(self) -> ImageSource:
         if self.args.images:
             return FolderSource(self.args.images)
-        return IIIFSource()
+        return IIIFSource(
+            timeout=(DEFAULT_TIMEOUT[0], self.args.image_timeout), retries=self.args.image_retries
+        )
 
     def cache_dir(self) -> Path:
         """Where final crops are kept between runs (a scratch folder with --no-cache)."""
@@ -232,14 +267,27 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
 
     def run(self) -> None:
         """Configure, extract every set, train, evaluate, package and publish."""
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signal_number, _interrupt)
         try:
             self._run()
         except INPUT_ERRORS as error:
             logger.error(str(error))
             sys.exit(2)
-        except KeyboardInterrupt:
-            logger.error("Interrupted: nothing was published")
-            sys.exit(130)
+        except Interrupted as interruption:
+            self._remove_temporary_files()
+            logger.error(
+                f"Interrupted by {interruption.signal_name}: temporary files removed, "
+                "no model version published"
+            )
+            sys.exit(128 + interruption.signal_number)
+
+    def _remove_temporary_files(self) -> None:
+        scratch = [getattr(self, "_scratch", None)]
+        if getattr(self, "args", None) is not None and self.args.no_cache:
+            scratch.append(self.output_dir / "crops.tmp")
+        for folder in filter(None, scratch):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _run(self) -> None:
         self.configure()

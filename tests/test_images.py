@@ -1,0 +1,255 @@
+"""The image pipeline against a loopback IIIF server: URLs, faults, cache, fetch-once."""
+
+import json
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image, ImageDraw
+
+from tests.exports import ExportBuilder, rectangle
+from tests.iiif_server import IIIFServer
+from tests.test_cli import run_cli
+from worker_yolo_training.export import ImageInfo
+from worker_yolo_training.geometry import Box
+from worker_yolo_training.images import CropRequest, iiif_url
+
+
+@pytest.mark.parametrize(
+    ("version", "crop", "size", "expected"),
+    [
+        (
+            2,
+            Box(10, 20, 300, 400),
+            (150, 200),
+            "http://s/iiif/i/10,20,300,400/150,200/0/default.jpg",
+        ),
+        (
+            3,
+            Box(10, 20, 300, 400),
+            (150, 200),
+            "http://s/iiif/i/10,20,300,400/150,200/0/default.jpg",
+        ),
+        (2, Box(0, 0, 1000, 800), (1000, 800), "http://s/iiif/i/full/full/0/default.jpg"),
+        (3, Box(0, 0, 1000, 800), (1000, 800), "http://s/iiif/i/full/max/0/default.jpg"),
+        (3, Box(5, 5, 100, 100), (100, 100), "http://s/iiif/i/5,5,100,100/max/0/default.jpg"),
+    ],
+)
+def test_iiif_url_per_version(version, crop, size, expected):
+    image = ImageInfo("i", "http://s/iiif/i/", 1000, 800, version)
+    assert iiif_url(CropRequest(image, crop, *size)) == expected
+
+
+class IIIFExport:
+    """An export of N pages whose images a loopback IIIF server serves."""
+
+    def __init__(self, root: Path, pages: int, version: int = 2, **faults):
+        self.root = root
+        self.images = root / "served"
+        self.images.mkdir(parents=True)
+        self.server = IIIFServer(images_dir=self.images, version=version, **faults).start()
+        builder = ExportBuilder(
+            root / "export.sqlite", iiif_base=self.server.base_url, iiif_version=version
+        )
+        dataset = builder.dataset()
+        rng = random.Random(3)
+        self.pages: dict[str, str] = {}  # element id → image id
+        for index in range(pages):
+            width, height = 600, 800
+            image = builder.image(width, height)
+            picture = Image.new("RGB", (width, height), (rng.randint(150, 255),) * 3)
+            ImageDraw.Draw(picture).rectangle([100, 100, 300, 140], fill="black")
+            picture.save(self.images / f"{image.id}.jpg")
+            page = builder.element("page", rectangle(50, 40, 500, 700), image)
+            builder.element("text_line", rectangle(100, 100, 200, 40), image, parents=(page,))
+            set_name = "train" if index % 4 else ("dev" if index % 8 == 0 else "test")
+            builder.add_to_set(dataset, set_name, page)
+            self.pages[page] = image.id
+        builder.close()
+        self.database = builder.path
+        self.dataset = dataset
+        self.config = root / "config.yml"
+        self.config.write_text(
+            yaml.safe_dump(
+                {"class_names": ["text_line"], "image_size": 320, "advanced.max_failed_images": 0.5}
+            )
+        )
+
+    def run(self, output: Path, *args, check=True):
+        return run_cli(
+            "--dev",
+            "--database",
+            self.database,
+            "--config",
+            self.config,
+            "--output",
+            output,
+            "--extract-only",
+            "--cache-dir",
+            self.root / "cache",
+            *args,
+            check=check,
+        )
+
+    def image_ids(self, count: int, seed: int = 0) -> list[str]:
+        return random.Random(seed).sample(sorted(self.pages.values()), count)
+
+
+@pytest.fixture
+def make_export(tmp_path):
+    servers = []
+
+    def make(pages: int = 40, **options) -> IIIFExport:
+        export = IIIFExport(tmp_path / f"export{len(servers)}", pages, **options)
+        servers.append(export.server)
+        return export
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def summary(output: Path) -> dict:
+    return json.loads((output / "dataset" / "summary.json").read_text())
+
+
+def all_failures(output: Path) -> dict[str, dict]:
+    return {
+        failure["element"]: failure
+        for report in summary(output)["splits"].values()
+        for failure in report["failed_images"]
+    }
+
+
+def written_elements(output: Path) -> set[str]:
+    return {path.stem for path in (output / "dataset" / "images").glob("*/*.jpg")}
+
+
+def assert_complete_except(export: IIIFExport, output: Path, failed_images: set[str]):
+    expected = {element for element, image in export.pages.items() if image not in failed_images}
+    assert written_elements(output) == expected
+    labels = {path.stem for path in (output / "dataset" / "labels").glob("*/*.txt")}
+    assert labels == expected
+    for split in ("train", "val", "test"):
+        for image in (output / "dataset" / "images" / split).glob("*.jpg"):
+            with Image.open(image) as opened:
+                opened.load()
+                assert max(opened.size) == 320  # 500×700 crop fitted in 320
+
+
+def test_permanent_404_drops_only_its_elements_and_is_not_retried(make_export, tmp_path):
+    export = make_export()
+    missing = set(export.image_ids(3))
+    export.server.status_overrides = dict.fromkeys(missing, 404)
+    output = tmp_path / "out"
+    process = export.run(output)
+    assert_complete_except(export, output, missing)
+    failures = all_failures(output)
+    assert {export.pages[element] for element in failures} == missing
+    for element, failure in failures.items():
+        assert "HTTP 404" in failure["reason"]
+        assert failure["source"].startswith(f"{export.server.base_url}/{export.pages[element]}/")
+        assert element in process.stderr
+    for image in missing:
+        assert sum(n for path, n in export.server.paths.items() if f"/{image}/" in path) == 1
+
+
+def test_corrupt_bytes_drop_only_their_elements(make_export, tmp_path):
+    export = make_export()
+    corrupt = set(export.image_ids(2, seed=1))
+    export.server.corrupt_ids = set(corrupt)
+    output = tmp_path / "out"
+    export.run(output)
+    assert_complete_except(export, output, corrupt)
+    assert all(
+        "not a valid image" in failure["reason"] for failure in all_failures(output).values()
+    )
+
+
+def test_random_server_errors_are_all_recovered(make_export, tmp_path):
+    export = make_export(pages=60, transient_status=500)
+    flaky = export.image_ids(3, seed=2)  # 5 % of the images answer 500 once
+    export.server.transient_failures = dict.fromkeys(flaky, 1)
+    output = tmp_path / "out"
+    export.run(output)
+    assert_complete_except(export, output, set())
+    assert export.server.statuses[500] == 3
+    assert (
+        sum(
+            r["skipped"].get("image download failed", 0) for r in summary(output)["splits"].values()
+        )
+        == 0
+    )
+
+
+def test_slow_responses_beyond_the_timeout_fail_after_retries(make_export, tmp_path):
+    export = make_export(pages=16)
+    slow = set(export.image_ids(1, seed=3))
+    export.server.slow_ids = dict.fromkeys(slow, 3.0)
+    output = tmp_path / "out"
+    export.run(output, "--image-timeout", "0.5", "--image-retries", "2")
+    assert_complete_except(export, output, slow)
+    (failure,) = all_failures(output).values()
+    assert "Timeout" in failure["reason"]
+
+
+def test_too_many_failures_stop_before_training_with_a_clear_error(make_export, tmp_path):
+    export = make_export(pages=16)
+    export.config.write_text(yaml.safe_dump({"class_names": ["text_line"], "image_size": 320}))
+    broken = export.image_ids(6, seed=4)
+    export.server.status_overrides = dict.fromkeys(broken, 404)
+    process = export.run(tmp_path / "out", check=False)
+    assert process.returncode == 2
+    assert "advanced.max_failed_images" in process.stderr and "failed to download" in process.stderr
+    assert not (tmp_path / "out" / "dataset" / "data.yaml").exists()
+
+
+def test_second_run_downloads_nothing(make_export, tmp_path):
+    export = make_export(pages=20)
+    export.run(tmp_path / "first")
+    first = export.server.image_requests
+    assert first == 20
+    export.run(tmp_path / "second")
+    assert export.server.image_requests == first
+    reports = summary(tmp_path / "second")["splits"].values()
+    assert sum(r["images_from_cache"] for r in reports) == 20
+    assert sum(r["images_downloaded"] for r in reports) == 0
+    assert written_elements(tmp_path / "second") == set(export.pages)
+
+
+def test_corrupt_cache_entries_are_fetched_again(make_export, tmp_path):
+    export = make_export(pages=8)
+    export.run(tmp_path / "first")
+    entries = sorted((export.root / "cache").glob("*/*.jpg"))
+    entries[0].write_bytes(entries[0].read_bytes()[:100])  # truncated
+    export.run(tmp_path / "second")
+    assert export.server.image_requests == 9
+    with Image.open(entries[0]) as image:
+        image.load()
+
+
+def test_element_in_two_sets_is_fetched_once_and_reported(make_export, tmp_path):
+    export = make_export(pages=8)
+    element, image = list(export.pages.items())[1]  # in the train set
+    with sqlite3.connect(export.database) as connection:
+        connection.execute(
+            "INSERT INTO dataset_element (id, element_id, dataset_id, set_name) VALUES (?, ?, ?, ?)",
+            ("second-set", element, export.dataset, "test"),
+        )
+    output = tmp_path / "out"
+    process = export.run(output, "--no-cache")
+    assert sum(n for path, n in export.server.paths.items() if f"/{image}/" in path) == 1
+    assert summary(output)["leaks"] == {element: ["test", "train"]}
+    assert (output / "dataset" / "images" / "train" / f"{element}.jpg").is_file()
+    assert (output / "dataset" / "images" / "test" / f"{element}.jpg").is_file()
+    assert element in process.stderr and "several splits" in process.stderr
+    assert not (output / "crops.tmp").exists()
+
+
+def test_iiif_v3_server(make_export, tmp_path):
+    export = make_export(pages=8, version=3)
+    export.run(tmp_path / "out")
+    assert_complete_except(export, tmp_path / "out", set())
+    assert export.server.statuses.get(400, 0) == 0
