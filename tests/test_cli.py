@@ -207,6 +207,16 @@ def test_sample_end_to_end(tmp_path):
 
     metrics = json.loads((output / "metrics.json").read_text())
     assert set(metrics) == {"train", "val", "test"}
+    # The report holds what Ultralytics' own validator computes
+    own = model.val(
+        data=str(output / "dataset" / "data.yaml"), split="val", imgsz=320, batch=4,
+        device="cpu", plots=False, verbose=False, project=str(tmp_path), name="check",
+    )  # fmt: skip
+    assert metrics["val"]["all"]["box"]["mAP50-95"] == round(float(own.box.map), 5)
+    assert metrics["val"]["all"]["mask"]["mAP50"] == round(float(own.seg.map50), 5)
+    assert metrics["val"]["all"]["instances"] == int(own.nt_per_class.sum()) == 40
+    assert metrics["val"]["classes"]["illustration"]["instances"] == int(own.nt_per_class[1]) == 2
+    assert "| val | illustration | 2 | 2 |" in (output / "evaluation.md").read_text()
     for split in metrics.values():
         assert set(split["all"]) >= {"images", "instances", "box", "mask"}
         assert set(split["classes"]) == {"text_line", "illustration"}

@@ -138,3 +138,48 @@ def test_batch_size_minus_one_means_auto():
 def test_every_option_has_a_title_and_help():
     for option in OPTIONS:
         assert option.title and option.help, option.key
+
+
+def test_training_kwargs_are_typed_from_text():
+    config = parse_config(
+        {
+            "class_names": ["a"],
+            "advanced.training_kwargs": {
+                "lr0": "0.02",
+                "cos_lr": "true",
+                "optimizer": "SGD",
+                "nbs": "8",
+                "mosaic": 0,
+            },
+        }
+    )
+    assert config.training_kwargs == {
+        "lr0": 0.02,
+        "cos_lr": True,
+        "optimizer": "SGD",
+        "nbs": 8,
+        "mosaic": 0.0,
+    }
+    assert isinstance(config.training_kwargs["mosaic"], float)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"data": "x.yaml"}, "'data' is decided by the worker"),
+        ({"device": "0"}, "'device' is decided by the worker"),
+        ({"resume": True}, "'resume' is decided by the worker"),
+        ({"project": "/tmp"}, "'project' is decided by the worker"),
+        ({"epochs": 3}, "'epochs' use `num_epochs`"),
+        ({"imgsz": 320}, "'imgsz' use `image_size`"),
+        ({"lr_0": 0.1}, "'lr_0' is not an Ultralytics training argument (did you mean 'lr0'?)"),
+        ({"show": True}, "'show' is not an Ultralytics training argument"),
+        ({"lr0": "fast"}, "'lr0' expects a float like 0.01, got 'fast'"),
+        ({"cos_lr": "1"}, "'cos_lr' expects a bool like False, got '1'"),
+    ],
+)
+def test_training_kwargs_rejected_with_a_clear_message(kwargs, expected):
+    with pytest.raises(ConfigurationError) as error:
+        parse_config({"class_names": ["a"], "advanced": {"training_kwargs": kwargs}})
+    assert "`advanced.training_kwargs`" in str(error.value)
+    assert expected in str(error.value)
