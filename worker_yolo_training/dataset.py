@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 # Arkindex set names → Ultralytics splits
 SPLIT_OF_SET = {"train": "train", "dev": "val", "val": "val", "validation": "val", "test": "test"}
 SPLITS = ("train", "val", "test")
-DEFAULT_CONCURRENCY = 16
+DEFAULT_CONCURRENCY = 32
 
 
 class ExtractionError(Exception):
@@ -205,6 +205,11 @@ class DatasetWriter:
         """Fetch images with at most 2×concurrency in flight; results as they come."""
         in_flight: dict[Future, Sample] = {}
         for sample in samples:
+            known = self._known(sample)
+            if known is not None:
+                # Already on disk: no need for a thread
+                yield sample, known
+                continue
             in_flight[pool.submit(self._fetch, sample)] = sample
             if len(in_flight) >= 2 * self.concurrency:
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -217,9 +222,13 @@ class DatasetWriter:
         width, height = fetch_size(sample.frame, self.config.image_size)
         return CropRequest(sample.page.image, sample.frame.crop, width, height)
 
-    def _fetch(self, sample: Sample) -> Fetched:
+    def _known(self, sample: Sample) -> Fetched | None:
         if sample.page.id in self.written:
             return Fetched(self.written[sample.page.id][1], reused=True)
+        path = self.store.cached(self._request(sample), sample.frame)
+        return Fetched(path, cached=True) if path is not None else None
+
+    def _fetch(self, sample: Sample) -> Fetched:
         try:
             path, cached = self.store.get(self._request(sample), sample.frame)
         except ImageError as error:
@@ -239,6 +248,10 @@ class DatasetWriter:
             return
         if fetched.reused:
             first_split = self.written[page.id][0]
+            if first_split == split:
+                report.skipped[Skip.SameSplit] += 1
+                logger.warning(f"Element {page.id} is in two sets of the {split} split: kept once")
+                return
             self.leaks.setdefault(page.id, {first_split}).add(split)
         elif fetched.cached:
             report.cached += 1

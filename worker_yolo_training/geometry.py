@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 
 from shapely import affinity, make_valid
 from shapely.geometry import Polygon, box
@@ -26,6 +27,7 @@ class Skip(StrEnum):
     NoPolygon = "element without polygon"
     EmptyCrop = "element crop outside its image"
     ImageFailed = "image download failed"
+    SameSplit = "element already in this split (from another set)"
     OtherType = "type not requested"
     WorkerRunFiltered = "worker run not selected"
     OtherImage = "object on another image"
@@ -68,7 +70,7 @@ class Frame:
     rotation_angle: int = 0
     mirrored: bool = False
 
-    @property
+    @cached_property
     def size(self) -> tuple[int, int]:
         """Width and height of the oriented image, computed exactly as Pillow's expand does."""
         if self.rotation_angle % 180 == 0:
@@ -81,21 +83,31 @@ class Frame:
         minx, miny, maxx, maxy = corners.bounds
         return math.ceil(maxx) - math.floor(minx), math.ceil(maxy) - math.floor(miny)
 
+    @cached_property
+    def matrix(self) -> tuple[float, float, float, float, float, float]:
+        """The affine map from full-image pixels to this frame: `a b d e xoff yoff`, as shapely's
+        `affine_transform` takes it. Exact for multiples of 90°."""
+        quarter = {0: (1, 0), 90: (0, 1), 180: (-1, 0), 270: (0, -1)}
+        angle = self.rotation_angle % 360
+        cos, sin = quarter.get(angle) or (
+            math.cos(math.radians(angle)),
+            math.sin(math.radians(angle)),
+        )
+        flip = -1 if self.mirrored else 1
+        # Around the crop's centre: mirror x, rotate clockwise (y points down), then re-centre
+        a, b, d, e = cos * flip, -sin, sin * flip, cos
+        cx, cy = self.crop.x + self.crop.width / 2, self.crop.y + self.crop.height / 2
+        width, height = self.size
+        return a, b, d, e, width / 2 - a * cx - b * cy, height / 2 - d * cx - e * cy
+
+    def orient_points(self, points: list) -> list[tuple[float, float]]:
+        """Full-image points in this frame's pixel coordinates."""
+        a, b, d, e, xoff, yoff = self.matrix
+        return [(a * x + b * y + xoff, d * x + e * y + yoff) for x, y in points]
+
     def orient(self, geometry: BaseGeometry) -> BaseGeometry:
-        """Move a full-image geometry into this frame's pixel coordinates."""
-        width, height = self.crop.width, self.crop.height
-        geometry = affinity.translate(geometry, -self.crop.x, -self.crop.y)
-        center = (width / 2, height / 2)
-        if self.mirrored:
-            geometry = affinity.scale(geometry, xfact=-1, yfact=1, origin=center)
-        if self.rotation_angle:
-            # In y-down image coordinates shapely's positive angle turns clockwise
-            geometry = affinity.rotate(geometry, self.rotation_angle, origin=center)
-            new_width, new_height = self.size
-            geometry = affinity.translate(
-                geometry, new_width / 2 - center[0], new_height / 2 - center[1]
-            )
-        return geometry
+        """A full-image geometry in this frame's pixel coordinates."""
+        return affinity.affine_transform(geometry, self.matrix)
 
 
 def polygon_parts(geometry: BaseGeometry) -> list[Polygon]:
@@ -110,10 +122,11 @@ def polygon_parts(geometry: BaseGeometry) -> list[Polygon]:
 
 
 def repair(points: list) -> BaseGeometry:
-    """A shapely geometry for an export polygon, made valid (self-intersections split in parts)."""
+    """A shapely geometry for a polygon, made valid (self-intersections split in parts)."""
     if not points or len(points) < 3:
         return Polygon()
-    return make_valid(Polygon([(float(x), float(y)) for x, y in points]))
+    shape = Polygon(points)
+    return shape if shape.is_valid else make_valid(shape)
 
 
 @dataclass(frozen=True)
@@ -130,14 +143,20 @@ def object_label(points: list, frame: Frame, mode: Mode) -> Label | Skip:
     An object whose geometry has several parts (a self-intersecting polygon, or one the crop edge
     cuts in two) keeps its largest part, in every mode, so that one annotation stays one object.
     """
-    shape = repair(points)
-    whole = polygon_parts(shape)
-    if not whole:
-        return Skip.Degenerate
+    shape = repair(frame.orient_points(points))
     width, height = frame.size
-    clipped = polygon_parts(frame.orient(shape).intersection(box(0, 0, width, height)))
-    if not clipped:
-        return Skip.OutsideCrop
+    minx, miny, maxx, maxy = shape.bounds if not shape.is_empty else (0, 0, 0, 0)
+    if isinstance(shape, Polygon) and minx >= 0 and miny >= 0 and maxx <= width and maxy <= height:
+        # The common case, a valid polygon inside the crop: nothing to clip
+        if shape.area <= 0:
+            return Skip.Degenerate
+        clipped = [shape]
+    else:
+        if not polygon_parts(shape):
+            return Skip.Degenerate
+        clipped = polygon_parts(shape.intersection(box(0, 0, width, height)))
+        if not clipped:
+            return Skip.OutsideCrop
     part = clipped[0]
     if mode is Mode.Segment:
         points = list(part.exterior.coords)[:-1]

@@ -234,33 +234,50 @@ class CropStore:
         digest = hashlib.sha256(key.encode()).hexdigest()
         return self.folder / digest[:2] / f"{digest}.jpg"
 
+    def cached(self, request: CropRequest, frame: Frame) -> Path | None:
+        """The final image if a previous run left a sound one in the cache."""
+        path = self.path(request, frame)
+        if not path.exists():
+            return None
+        if _looks_complete(path):
+            return path
+        logger.warning(f"Corrupt cache entry {path}: fetching it again")
+        return None
+
     def get(self, request: CropRequest, frame: Frame) -> tuple[Path, bool]:
         """Path of the final image and whether it came from the cache; raises ImageError."""
+        path = self.cached(request, frame)
+        if path is not None:
+            return path, True
         path = self.path(request, frame)
-        if path.exists():
-            if _looks_complete(path):
-                return path, True
-            logger.warning(f"Corrupt cache entry {path}: fetching it again")
         fetched = self.source.fetch(request)
-        image = decode(fetched) if isinstance(fetched, bytes) else fetched
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.partial")
-        if self._keep_bytes(fetched, image, request, frame):
+        if isinstance(fetched, bytes) and self._usable_as_received(fetched, request, frame):
+            # A JPEG exactly as needed is written as received: no re-encoding, no quality loss
             partial.write_bytes(fetched)
         else:
+            image = decode(fetched) if isinstance(fetched, bytes) else fetched
             write_image(image, frame, self.contrast, partial)
         partial.replace(path)
         return path, False
 
-    def _keep_bytes(self, fetched, image: Image.Image, request: CropRequest, frame: Frame) -> bool:
-        # A JPEG exactly as needed is written as received: no second encoding, no quality loss
-        return (
-            isinstance(fetched, bytes)
-            and image.format == "JPEG"
-            and image.mode in ("RGB", "L")
-            and image.size == (request.width, request.height)
-            and not (frame.rotation_angle or frame.mirrored or self.contrast)
-        )
+    def _usable_as_received(self, content: bytes, request: CropRequest, frame: Frame) -> bool:
+        if frame.rotation_angle or frame.mirrored or self.contrast:
+            return False
+        try:
+            image = Image.open(io.BytesIO(content))
+            if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+                return False
+            if image.size != (request.width, request.height):
+                return False
+            # Decoding at 1/8 scale reads the whole stream (truncation and garbage fail here)
+            # for a fraction of a full decode
+            image.draft(image.mode, (image.width // 8, image.height // 8))
+            image.load()
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise ImageError(f"not a valid image ({error})") from error
+        return True
 
 
 def write_image(image: Image.Image, frame: Frame, contrast: bool, path: Path) -> tuple[int, int]:

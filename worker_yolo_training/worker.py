@@ -301,11 +301,11 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
 
         from worker_yolo_training import training
 
-        weights_dir = training.prepare_environment(
-            None if self.local else self.task_data_dir / "ultralytics"
-        )
         base_model = None
         if not self.args.extract_only:
+            weights_dir = training.prepare_environment(
+                None if self.local else self.task_data_dir / "ultralytics"
+            )
             finetune_dir = self.find_extras_directory() if self.is_finetuning else None
             base_model = training.resolve_base_model(config, weights_dir, finetune_dir)
 
@@ -315,7 +315,7 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         with export.StatementCounter() as statements:
             for dataset_set in sets:
                 self.process_set(dataset_set)
-        logger.info(f"SQL statements during extraction: {statements.count}")
+        logger.info(f"Extraction SQL statements: {statements.count}")
         if self.args.no_cache:
             shutil.rmtree(store.folder, ignore_errors=True)
         data_yaml = self.writer.finish()
