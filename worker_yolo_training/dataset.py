@@ -105,8 +105,10 @@ class Fetched:
 
 def link_or_copy(source: Path, target: Path) -> None:
     """Hard-link a cached image into the dataset (no copy), or copy across file systems."""
-    target.unlink(missing_ok=True)
     try:
+        os.link(source, target)
+    except FileExistsError:
+        target.unlink()
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 
+import shapely
 from shapely import affinity, make_valid
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
@@ -125,8 +126,8 @@ def repair(points: list) -> BaseGeometry:
     """A shapely geometry for a polygon, made valid (self-intersections split in parts)."""
     if not points or len(points) < 3:
         return Polygon()
-    shape = Polygon(points)
-    return shape if shape.is_valid else make_valid(shape)
+    shape = shapely.polygons(points)
+    return shape if shapely.is_valid(shape) else make_valid(shape)
 
 
 @dataclass(frozen=True)
@@ -145,10 +146,10 @@ def object_label(points: list, frame: Frame, mode: Mode) -> Label | Skip:
     """
     shape = repair(frame.orient_points(points))
     width, height = frame.size
-    minx, miny, maxx, maxy = shape.bounds if not shape.is_empty else (0, 0, 0, 0)
+    minx, miny, maxx, maxy = shapely.bounds(shape)
     if isinstance(shape, Polygon) and minx >= 0 and miny >= 0 and maxx <= width and maxy <= height:
         # The common case, a valid polygon inside the crop: nothing to clip
-        if shape.area <= 0:
+        if shapely.area(shape) <= 0:
             return Skip.Degenerate
         clipped = [shape]
     else:
