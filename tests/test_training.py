@@ -1,0 +1,73 @@
+"""Base model resolution and device selection (the parts of training that run without a GPU)."""
+
+import os
+
+import pytest
+
+from worker_yolo_training import training
+from worker_yolo_training.config import parse_config
+
+
+@pytest.fixture(autouse=True)
+def restored_environment(monkeypatch):
+    """prepare_environment() sets process-wide variables: give them back after each test."""
+    for name in ("YOLO_CONFIG_DIR", "YOLO_OFFLINE", "YOLO_AUTOINSTALL", "MPLCONFIGDIR"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+        monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.fixture
+def weights_dir(tmp_path):
+    return training.prepare_environment(tmp_path / "yolo")
+
+
+def test_architecture_when_not_pretrained(weights_dir):
+    config = parse_config({"class_names": ["a"], "mode": "obb", "ultralytics_model_size": "11s",
+                           "advanced.pretrained": False})  # fmt: skip
+    assert training.resolve_base_model(config, weights_dir) == "yolo11s-obb.yaml"
+
+
+def test_pretrained_weights_found_in_the_weights_dir(weights_dir):
+    (weights_dir / "yolov8m-seg.pt").write_bytes(b"weights")
+    config = parse_config({"class_names": ["a"]})
+    assert training.resolve_base_model(config, weights_dir) == str(weights_dir / "yolov8m-seg.pt")
+
+
+def test_failed_weights_download_says_how_to_provide_them(weights_dir, monkeypatch):
+    # A closed loopback port: the download fails at once, as it does offline
+    monkeypatch.setattr(training, "WEIGHTS_URL", "http://127.0.0.1:9/{name}")
+    config = parse_config({"class_names": ["a"], "mode": "bbox", "ultralytics_model_size": "26n"})
+    with pytest.raises(training.BaseModelError) as error:
+        training.resolve_base_model(config, weights_dir)
+    message = str(error.value)
+    assert "yolo26n.pt" in message and str(weights_dir / "yolo26n.pt") in message
+    assert "advanced.pretrained: false" in message
+    assert not (weights_dir / "yolo26n.pt").exists()
+    assert not list(weights_dir.glob("*.partial"))
+
+
+def test_finetuning_needs_a_model_file(tmp_path, weights_dir):
+    config = parse_config({"class_names": ["a"]})
+    with pytest.raises(training.BaseModelError, match=r"no model\.pt"):
+        training.resolve_base_model(config, weights_dir, finetune_dir=tmp_path)
+
+
+def test_cpu_training_uses_every_core():
+    import torch
+    from ultralytics.utils import torch_utils
+
+    if torch.cuda.is_available():
+        pytest.skip("this checks the CPU path")
+    device = training.select_device()
+    assert device == training.Device("cpu", amp=False, gpus=0)
+    assert os.cpu_count() == torch_utils.NUM_THREADS
+    assert torch.get_num_threads() == os.cpu_count()
+
+
+def test_prepare_environment_is_offline_and_local(tmp_path):
+    weights = training.prepare_environment(tmp_path / "yolo")
+    assert weights == tmp_path / "yolo" / "weights" and weights.is_dir()
+    assert os.environ["YOLO_OFFLINE"] == "1" and os.environ["YOLO_AUTOINSTALL"] == "false"
+    for font in ("Arial.ttf", "Arial.Unicode.ttf"):
+        assert (tmp_path / "yolo" / "Ultralytics" / font).stat().st_size > 100_000
