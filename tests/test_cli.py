@@ -118,7 +118,7 @@ def test_several_datasets_need_set_arguments(tmp_path):
         "--database",
         builder.path,
         "--config",
-        write_config(tmp_path / "c.yml"),
+        write_config(tmp_path / "c.yml", class_names=["text_line"]),
         "--output",
         tmp_path / "out",
         check=False,
@@ -220,3 +220,21 @@ def test_sample_end_to_end(tmp_path):
     for split in metrics.values():
         assert set(split["all"]) >= {"images", "instances", "box", "mask"}
         assert set(split["classes"]) == {"text_line", "illustration"}
+
+
+def test_a_train_and_a_val_split_are_needed_before_any_download(tmp_path):
+    builder = ExportBuilder(tmp_path / "export.sqlite")
+    dataset = builder.dataset(sets=("train", "dev", "test"))
+    image = builder.image(100, 100)
+    page = builder.element("page", rectangle(0, 0, 100, 100), image)
+    builder.element("text_line", rectangle(1, 1, 10, 10), image, parents=(page,))
+    builder.add_to_set(dataset, "train", page)
+    builder.add_to_set(dataset, "test", page)
+    builder.close()
+    process = run_cli(
+        "--dev", "--database", builder.path, "--config", write_config(tmp_path / "c.yml", class_names=["text_line"]),
+        "--output", tmp_path / "out", "--extract-only", check=False,
+    )  # fmt: skip
+    assert process.returncode == 2
+    assert "No element in a dev or val set" in process.stderr
+    assert not (tmp_path / "out").exists()
