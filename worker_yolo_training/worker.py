@@ -291,57 +291,77 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
 
     def _run(self) -> None:
         self.configure()
-        config = self.training_config
         sets = self.list_sets()
         if not sets:
             raise ExtractionError("No dataset set to process")
         self.start_dataset_exports()
         self._download_exports(sets)
         self.check_inputs(sets)
+        base_model = None if self.args.extract_only else self.base_model()
+        data_yaml = self.extract(sets)
+        if self.args.extract_only:
+            logger.info(f"Dataset written to {data_yaml.parent} (--extract-only: no training)")
+            return
+        best, table = self.train_and_evaluate(base_model, data_yaml)
+        model_dir, archive = self.package(best)
+        if not self.is_read_only:
+            self.publish(model_dir, archive, table)
 
+    def base_model(self) -> str:
+        """What training starts from, settled before any image is fetched."""
         from worker_yolo_training import training
 
-        base_model = None
-        if not self.args.extract_only:
-            weights_dir = training.prepare_environment(
-                None if self.local else self.task_data_dir / "ultralytics"
-            )
-            finetune_dir = self.find_extras_directory() if self.is_finetuning else None
-            base_model = training.resolve_base_model(config, weights_dir, finetune_dir)
+        weights_dir = training.prepare_environment(
+            None if self.local else self.task_data_dir / "ultralytics"
+        )
+        finetune_dir = self.find_extras_directory() if self.is_finetuning else None
+        return training.resolve_base_model(self.training_config, weights_dir, finetune_dir)
 
-        output = self.output_dir
-        store = CropStore(self.image_source(), self.cache_dir(), config.contrast)
-        self.writer = DatasetWriter(output / "dataset", config, store, self.args.concurrency)
+    def extract(self, sets: list[DatasetSet]) -> Path:
+        """Write the YOLO dataset from every set; returns its data.yaml."""
+        store = CropStore(self.image_source(), self.cache_dir(), self.training_config.contrast)
+        self.writer = DatasetWriter(
+            self.output_dir / "dataset", self.training_config, store, self.args.concurrency
+        )
         with export.StatementCounter() as statements:
             for dataset_set in sets:
                 self.process_set(dataset_set)
         logger.info(f"Extraction SQL statements: {statements.count}")
         if self.args.no_cache:
             shutil.rmtree(store.folder, ignore_errors=True)
-        data_yaml = self.writer.finish()
         export.close_export()
-        if self.args.extract_only:
-            logger.info(f"Dataset written to {data_yaml.parent} (--extract-only: no training)")
-            return
+        return self.writer.finish()
 
+    def train_and_evaluate(self, base_model: str, data_yaml: Path) -> tuple[Path, str]:
+        """Train, evaluate every non-empty split, write the metrics; returns the best weights and
+        the evaluation table."""
+        from worker_yolo_training import training
+
+        config, output = self.training_config, self.output_dir
         device = training.select_device()
         best = training.train(config, base_model, data_yaml, output, device)
         metrics = {}
         for split in self.writer.non_empty_splits():
             result = training.evaluate(best, config, data_yaml, split, output, device)
-            metrics[split] = split_metrics(
-                result, config.class_names, self.writer.reports[split].images
-            )
+            images = self.writer.reports[split].images
+            metrics[split] = split_metrics(result, config.class_names, images)
         table = markdown_table(metrics)
         (output / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
         (output / "evaluation.md").write_text(f"# Evaluation\n\n{table}\n")
         logger.info("Evaluation:\n" + table)
+        return best, table
 
+    def package(self, best: Path) -> tuple[Path, Path]:
+        """The model directory and results.tar.zst (in the work dir inside Arkindex)."""
+        output = self.output_dir
         model_dir = build_model_dir(best, output / "model")
         archive_dir = output if self.local else self.work_dir
         archive_dir.mkdir(parents=True, exist_ok=True)
         archive = build_results_archive(
-            folders=[output / "training", *(output / f"eval_{split}" for split in metrics)],
+            folders=[
+                output / "training",
+                *(output / f"eval_{split}" for split in self.writer.non_empty_splits()),
+            ],
             files=[
                 output / "metrics.json",
                 output / "evaluation.md",
@@ -350,8 +370,11 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
             destination=archive_dir / RESULTS_ARCHIVE,
         )
         logger.info(f"Model written to {model_dir}, results to {archive}")
-        if self.is_read_only:
-            return
+        return model_dir, archive
+
+    def publish(self, model_dir: Path, archive: Path, table: str) -> None:
+        """A new version of the target model; base-worker aborts the upload if it fails."""
+        config = self.training_config
         self.publish_model_version(
             model_path=model_dir,
             model_id=config.target_model_id,
