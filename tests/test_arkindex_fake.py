@@ -40,6 +40,7 @@ EXPECTED_OPERATIONS = {
     "CompleteMultipartUpload": ("POST", "/api/v1/multipart/complete/"),
     "AbortMultipartUpload": ("POST", "/api/v1/multipart/abort/"),
     "CreateArtifact": ("POST", "/api/v1/task/{id}/artifacts/"),
+    "RetrieveModel": ("GET", "/api/v1/model/{id}/"),
     "RetrieveTask": ("GET", "/api/v1/task/{id}/"),
 }
 

@@ -42,6 +42,7 @@ RUN_TIMEOUT = 300
 START_SEQUENCE = [
     "RetrieveWorkerRun",
     "RetrieveWorkerRunConfiguration",
+    "RetrieveModel",
     "ListProcessSets",
     "StartExport",
     "ListExports",
@@ -458,6 +459,19 @@ def test_missing_target_model_stops_before_any_export(tmp_path):
             "RetrieveWorkerRun",
             "RetrieveWorkerRunConfiguration",
         ]
+        assert task.iiif.request_count == 0
+
+
+def test_unknown_target_model_stops_before_any_export(tmp_path):
+    with training_task(tmp_path / "task") as task:
+        unknown = "00000000-0000-4000-8000-00000000dead"
+        task.fake.configuration["target_model_id"] = unknown
+        run = task.run()
+
+        assert run.process.returncode == 2, run.output
+        assert f"`target_model_id` {unknown}: no such model" in run.process.stderr
+        assert "HTTP 404" in run.process.stderr and "Traceback" not in run.process.stderr
+        assert task.fake.operation_ids() == START_SEQUENCE[:3]
         assert task.iiif.request_count == 0
 
 

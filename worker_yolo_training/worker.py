@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from uuid import UUID
 
+from arkindex.exceptions import ErrorResponse
 from arkindex_worker.models import Dataset, DatasetSet
 from arkindex_worker.worker import DatasetWorker
 from arkindex_worker.worker.training import TrainingMixin
@@ -152,6 +153,23 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
                 ["`target_model_id` is required in Arkindex: choose the model to publish in"]
             )
 
+    def check_target_model(self) -> None:
+        """Fail at start, not after training, when the model to publish in cannot be reached."""
+        model_id = self.training_config.target_model_id
+        if "RetrieveModel" not in self.api_client.document.links:
+            return
+        try:
+            self.api_client.request("RetrieveModel", id=model_id)
+        except ErrorResponse as error:
+            if error.status_code in (403, 404):
+                raise ConfigurationError(
+                    [
+                        f"`target_model_id` {model_id}: no such model, or this process may not "
+                        f"use it (HTTP {error.status_code}). Choose a model you can publish to."
+                    ]
+                ) from None
+            raise
+
     def list_sets(self) -> list[DatasetSet]:
         if not self.local:
             return super().list_sets()
@@ -281,16 +299,19 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
                 "no model version published"
             )
             sys.exit(128 + interruption.signal_number)
+        finally:
+            if getattr(self, "_scratch", None) is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
 
     def _remove_temporary_files(self) -> None:
-        scratch = [getattr(self, "_scratch", None)]
+        # The Arkindex scratch folder goes in any case (run's `finally`)
         if getattr(self, "args", None) is not None and self.args.no_cache:
-            scratch.append(self.output_dir / "crops.tmp")
-        for folder in filter(None, scratch):
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(self.output_dir / "crops.tmp", ignore_errors=True)
 
     def _run(self) -> None:
         self.configure()
+        if not self.is_read_only:
+            self.check_target_model()
         sets = self.list_sets()
         if not sets:
             raise ExtractionError("No dataset set to process")
@@ -385,4 +406,3 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         if self.args.bootstrap:
             # Without a Ponos agent nobody else uploads the work dir's files
             self.upload_artifact(archive)
-        shutil.rmtree(self._scratch, ignore_errors=True)

@@ -1054,6 +1054,12 @@ class FakeArkindex:
         upload.state = "aborted"
         return 204, None, None
 
+    def _op_RetrieveModel(self, request, params, body):
+        model = self.models.get(params["id"])
+        if model is None:
+            raise not_found("No Model matches the given query.")
+        return 200, model, None
+
     def _op_RetrieveTask(self, request, params, body):
         if params["id"] != self.task_id:
             raise not_found("No Task matches the given query.")
