@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SAMPLE := worker_yolo_training/sample
 DEMO_OUTPUT ?= demo-output
 
-.PHONY: demo test lint sample clean
+.PHONY: demo test lint sample production-demo clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+production-demo: $(BIN)/.installed
+	$(BIN)/python scripts/fake_production_run.py
 
 sample: $(BIN)/.installed
 	$(BIN)/python scripts/make_sample.py
