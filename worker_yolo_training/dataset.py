@@ -10,11 +10,12 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import re
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,6 +179,8 @@ class DatasetWriter:
             return
         report = self.reports[split]
         report.sets.append(set_name)
+        for folder in ("images", "labels"):
+            (self.root / folder / split).mkdir(parents=True, exist_ok=True)
         progress = tqdm(desc=f"Images of {split} ({set_name})", unit="image", leave=False)
         with ThreadPoolExecutor(self.concurrency) as pool, progress:
             for sample, outcome in self._fetch_all(pool, self._samples(split, pages)):
@@ -204,21 +207,41 @@ class DatasetWriter:
     def _fetch_all(
         self, pool: ThreadPoolExecutor, samples: Iterator[Sample]
     ) -> Iterator[tuple[Sample, Fetched]]:
-        """Fetch images with at most 2×concurrency in flight; results as they come."""
-        in_flight: dict[Future, Sample] = {}
+        """Fetch images with at most 2×concurrency in flight; results as they come.
+
+        Threads report to one queue: waiting on it costs nothing per pending download (unlike
+        `concurrent.futures.wait`, which arms every pending future at each call).
+        """
+        results: queue.SimpleQueue = queue.SimpleQueue()
+        pending = 0
+
+        def fetch(sample: Sample) -> None:
+            try:
+                results.put((sample, self._fetch(sample)))
+            except BaseException as error:  # re-raised in the main thread, not lost in a thread
+                results.put((sample, error))
+
+        def collect(block: bool) -> Iterator[tuple[Sample, Fetched]]:
+            nonlocal pending
+            while pending and (block or not results.empty()):
+                sample, outcome = results.get()
+                pending -= 1
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                yield sample, outcome
+                block = False
+
         for sample in samples:
             known = self._known(sample)
             if known is not None:
                 # Already on disk: no need for a thread
                 yield sample, known
                 continue
-            in_flight[pool.submit(self._fetch, sample)] = sample
-            if len(in_flight) >= 2 * self.concurrency:
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield in_flight.pop(future), future.result()
-        for future in list(in_flight):
-            yield in_flight.pop(future), future.result()
+            pool.submit(fetch, sample)
+            pending += 1
+            yield from collect(block=pending >= 2 * self.concurrency)
+        while pending:
+            yield from collect(block=True)
 
     def _request(self, sample: Sample) -> CropRequest:
         width, height = fetch_size(sample.frame, self.config.image_size)
@@ -260,11 +283,9 @@ class DatasetWriter:
         else:
             report.downloaded += 1
         target = self.image_path(split, page.id)
-        target.parent.mkdir(parents=True, exist_ok=True)
         link_or_copy(fetched.path, target)
         self.written.setdefault(page.id, (split, target))
         label = self.label_path(split, page.id)
-        label.parent.mkdir(parents=True, exist_ok=True)
         label.write_text("".join(f"{line}\n" for line in sample.lines))
         report.images += 1
         report.objects.update(sample.objects)

@@ -122,14 +122,6 @@ def polygon_parts(geometry: BaseGeometry) -> list[Polygon]:
     return sorted((part for part in parts if part.area > 0), key=lambda p: p.area, reverse=True)
 
 
-def repair(points: list) -> BaseGeometry:
-    """A shapely geometry for a polygon, made valid (self-intersections split in parts)."""
-    if not points or len(points) < 3:
-        return Polygon()
-    shape = shapely.polygons(points)
-    return shape if shapely.is_valid(shape) else make_valid(shape)
-
-
 @dataclass(frozen=True)
 class Label:
     """One object of one image: normalised coordinates and how many parts were left out."""
@@ -144,15 +136,19 @@ def object_label(points: list, frame: Frame, mode: Mode) -> Label | Skip:
     An object whose geometry has several parts (a self-intersecting polygon, or one the crop edge
     cuts in two) keeps its largest part, in every mode, so that one annotation stays one object.
     """
-    shape = repair(frame.orient_points(points))
+    oriented = frame.orient_points(points) if points and len(points) >= 3 else []
     width, height = frame.size
-    minx, miny, maxx, maxy = shapely.bounds(shape)
-    if isinstance(shape, Polygon) and minx >= 0 and miny >= 0 and maxx <= width and maxy <= height:
-        # The common case, a valid polygon inside the crop: nothing to clip
+    shape = shapely.polygons(oriented) if oriented else Polygon()
+    if shapely.is_valid(shape) and _inside(oriented, width, height):
+        # The common case, a valid polygon inside the crop: nothing to repair nor clip
         if shapely.area(shape) <= 0:
             return Skip.Degenerate
+        if mode is Mode.Segment:
+            closed = oriented[0] == oriented[-1]
+            return Label(_normalise(oriented[:-1] if closed else oriented, width, height))
         clipped = [shape]
     else:
+        shape = make_valid(shape)
         if not polygon_parts(shape):
             return Skip.Degenerate
         clipped = polygon_parts(shape.intersection(box(0, 0, width, height)))
@@ -167,6 +163,10 @@ def object_label(points: list, frame: Frame, mode: Mode) -> Label | Skip:
     else:
         points = list(part.minimum_rotated_rectangle.exterior.coords)[:-1]
     return Label(_normalise(points, width, height), dropped_parts=len(clipped) - 1)
+
+
+def _inside(points: list[tuple[float, float]], width: int, height: int) -> bool:
+    return all(0 <= x <= width and 0 <= y <= height for x, y in points)
 
 
 def _normalise(points: list[tuple[float, float]], width: int, height: int) -> tuple[float, ...]:

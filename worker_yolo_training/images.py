@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import requests
+import urllib3
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tenacity import (
     retry,
@@ -34,6 +34,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
 JPEG_QUALITY = 90
 DEFAULT_TIMEOUT = (10, 60)  # connect, read: seconds
 DEFAULT_RETRIES = 5
+USER_AGENT = "worker-yolo-training"
 
 
 class ImageError(Exception):
@@ -86,24 +87,37 @@ def iiif_url(request: CropRequest) -> str:
     return f"{image.url.rstrip('/')}/{region}/{size}/0/default.jpg"
 
 
+class HTTPStatusError(Exception):
+    def __init__(self, status: int):
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
 def _is_transient(error: BaseException) -> bool:
-    if isinstance(error, requests.HTTPError):
-        return error.response is not None and error.response.status_code >= 500
-    return isinstance(error, requests.ConnectionError | requests.Timeout)
+    if isinstance(error, HTTPStatusError):
+        return error.status >= 500
+    # Timeouts, refused or reset connections, truncated responses
+    return isinstance(error, urllib3.exceptions.HTTPError)
 
 
 class IIIFSource:
-    """Crops from IIIF servers over one keep-alive session per thread, with retries on
-    timeouts, connection errors and 5xx (never on 4xx)."""
+    """Crops from IIIF servers over keep-alive connections (urllib3: a fraction of requests' CPU
+    per request), with retries on timeouts, connection errors and 5xx, never on 4xx."""
 
     def __init__(
         self,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
         backoff: float = 1.0,
+        connections: int = 32,
     ):
-        self.timeout = timeout
-        self._local = threading.local()
+        self.http = urllib3.PoolManager(
+            num_pools=16,
+            maxsize=connections,
+            timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+            retries=False,
+            headers={"User-Agent": USER_AGENT},
+        )
         self._get = retry(
             retry=retry_if_exception(_is_transient),
             stop=stop_after_attempt(retries),
@@ -111,16 +125,11 @@ class IIIFSource:
             reraise=True,
         )(self._get_once)
 
-    @property
-    def session(self) -> requests.Session:
-        if not hasattr(self._local, "session"):
-            self._local.session = requests.Session()
-        return self._local.session
-
     def _get_once(self, url: str) -> bytes:
-        response = self.session.get(url, timeout=self.timeout)
-        response.raise_for_status()
-        return response.content
+        response = self.http.request("GET", url)
+        if response.status >= 400:
+            raise HTTPStatusError(response.status)
+        return response.data
 
     def describe(self, request: CropRequest) -> str:
         return iiif_url(request)
@@ -129,9 +138,9 @@ class IIIFSource:
         url = iiif_url(request)
         try:
             return self._get(url)
-        except requests.HTTPError as error:
-            raise ImageError(f"HTTP {error.response.status_code}") from error
-        except requests.RequestException as error:
+        except HTTPStatusError as error:
+            raise ImageError(str(error)) from error
+        except urllib3.exceptions.HTTPError as error:
             raise ImageError(f"{type(error).__name__}: {error}") from error
 
 

@@ -261,7 +261,9 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         if self.args.images:
             return FolderSource(self.args.images)
         return IIIFSource(
-            timeout=(DEFAULT_TIMEOUT[0], self.args.image_timeout), retries=self.args.image_retries
+            timeout=(DEFAULT_TIMEOUT[0], self.args.image_timeout),
+            retries=self.args.image_retries,
+            connections=self.args.concurrency,
         )
 
     def cache_dir(self) -> Path:
