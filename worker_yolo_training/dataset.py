@@ -13,6 +13,8 @@ import os
 import queue
 import re
 import shutil
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +26,7 @@ from tqdm import tqdm
 
 from worker_yolo_training.config import MANUAL, TrainingConfig
 from worker_yolo_training.export import Page
-from worker_yolo_training.geometry import Frame, Label, Skip, crop_box, label_line, object_label
+from worker_yolo_training.geometry import Frame, Label, Skip, crop_box, label_line, object_labels
 from worker_yolo_training.images import CropRequest, CropStore, ImageError, fetch_size
 
 logger = logging.getLogger(__name__)
@@ -74,17 +76,18 @@ def build_sample(page: Page, config: TrainingConfig) -> Sample | Skip:
     frame = Frame(crop, page.rotation_angle, page.mirrored)
     lines, objects, skipped = [], Counter(), Counter()
     class_index = {name: index for index, name in enumerate(config.class_names)}
+    kept = []
     for child in page.children:
         if child.type not in class_index:
             skipped[Skip.OtherType] += 1
-            continue
-        if config.worker_runs and (child.worker_run_id or MANUAL) not in config.worker_runs:
+        elif config.worker_runs and (child.worker_run_id or MANUAL) not in config.worker_runs:
             skipped[Skip.WorkerRunFiltered] += 1
-            continue
-        if child.image_id != page.image.id:
+        elif child.image_id != page.image.id:
             skipped[Skip.OtherImage] += 1
-            continue
-        label = object_label(child.polygon, frame, config.mode)
+        else:
+            kept.append(child)
+    labels = object_labels([child.polygon for child in kept], frame, config.mode)
+    for child, label in zip(kept, labels, strict=True):
         if not isinstance(label, Label):
             skipped[label] += 1
             continue
@@ -113,6 +116,25 @@ def link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
+
+
+def remove_in_background(folder: Path) -> threading.Thread | None:
+    """Move a previous run's folder aside and delete it while this run works (thousands of
+    unlinks are kernel time, done on the other core)."""
+    # Left by an interrupted run, if any
+    doomed = list(folder.parent.glob(f".{folder.name}.old-*"))
+    if folder.exists():
+        doomed.append(folder.rename(folder.with_name(f".{folder.name}.old-{time.time_ns()}")))
+    if not doomed:
+        return None
+
+    def remove() -> None:
+        for path in doomed:
+            shutil.rmtree(path, ignore_errors=True)
+
+    thread = threading.Thread(target=remove, daemon=True)
+    thread.start()
+    return thread
 
 
 @dataclass
@@ -159,8 +181,7 @@ class DatasetWriter:
         # element id → (split, image path): an element in several sets is fetched once
         self.written: dict[str, tuple[str, Path]] = {}
         self.leaks: dict[str, set[str]] = {}
-        if self.root.exists():
-            shutil.rmtree(self.root)
+        self._removal = remove_in_background(self.root)
         self.root.mkdir(parents=True)
 
     def image_path(self, split: str, element_id: str) -> Path:
@@ -305,6 +326,8 @@ class DatasetWriter:
 
     def finish(self) -> Path:
         """Write data.yaml and summary.json, log the summary table; returns data.yaml's path."""
+        if self._removal is not None:
+            self._removal.join()
         for element_id, splits in sorted(self.leaks.items()):
             logger.warning(
                 f"Element {element_id} is in several splits ({', '.join(sorted(splits))})"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 
+import numpy as np
 import shapely
 from shapely import affinity, make_valid
 from shapely.geometry import Polygon, box
@@ -34,6 +35,7 @@ class Skip(StrEnum):
     OtherImage = "object on another image"
     OutsideCrop = "object outside the crop"
     Degenerate = "degenerate geometry (no area)"
+    Malformed = "malformed polygon (not a list of [x, y] numbers)"
     ExtraParts = "extra parts of a multi-part object (largest kept)"
 
 
@@ -131,17 +133,59 @@ class Label:
 
 
 def object_label(points: list, frame: Frame, mode: Mode) -> Label | Skip:
-    """Clip an object to its frame and turn it into YOLO coordinates for the mode.
+    """One object's label; see `object_labels`."""
+    return object_labels([points], frame, mode)[0]
+
+
+def object_labels(polygons: list[list], frame: Frame, mode: Mode) -> list[Label | Skip]:
+    """Clip objects to their frame and turn them into YOLO coordinates for the mode.
 
     An object whose geometry has several parts (a self-intersecting polygon, or one the crop edge
     cuts in two) keeps its largest part, in every mode, so that one annotation stays one object.
+    The objects of a page go through shapely together: per-call overhead dominates small polygons.
     """
-    oriented = frame.orient_points(points) if points and len(points) >= 3 else []
+    oriented = [_oriented(points, frame) for points in polygons]
+    shapes = _polygons(oriented)
+    valid = shapely.is_valid(shapes)
+    areas = shapely.area(shapes)
+    return [
+        _label(*arguments, frame, mode)
+        for arguments in zip(oriented, shapes, valid, areas, strict=True)
+    ]
+
+
+def _oriented(points: list, frame: Frame) -> list[tuple[float, float]] | None:
+    """Points in the frame; [] when too few for an area; None when not a list of numbers."""
+    if not isinstance(points, list):
+        return None
+    if len(points) < 3:
+        return []
+    try:
+        oriented = frame.orient_points(points)
+    except (TypeError, ValueError):
+        return None
+    return oriented if all(map(math.isfinite, (v for xy in oriented for v in xy))) else None
+
+
+def _polygons(rings: list[list | None]) -> np.ndarray:
+    shapes = np.full(len(rings), Polygon(), dtype=object)
+    filled = [index for index, ring in enumerate(rings) if ring]
+    if filled:
+        coordinates = np.array([xy for index in filled for xy in rings[index]], dtype=float)
+        ring_index = np.repeat(np.arange(len(filled)), [len(rings[index]) for index in filled])
+        shapes[filled] = shapely.polygons(shapely.linearrings(coordinates, indices=ring_index))
+    return shapes
+
+
+def _label(
+    oriented: list | None, shape: Polygon, valid: bool, area: float, frame: Frame, mode: Mode
+) -> Label | Skip:
+    if oriented is None:
+        return Skip.Malformed
     width, height = frame.size
-    shape = shapely.polygons(oriented) if oriented else Polygon()
-    if shapely.is_valid(shape) and _inside(oriented, width, height):
+    if valid and _inside(oriented, width, height):
         # The common case, a valid polygon inside the crop: nothing to repair nor clip
-        if shapely.area(shape) <= 0:
+        if area <= 0:
             return Skip.Degenerate
         if mode is Mode.Segment:
             closed = oriented[0] == oriented[-1]

@@ -210,12 +210,14 @@ def orient(image: Image.Image, frame: Frame) -> Image.Image:
 def _looks_complete(path: Path) -> bool:
     """A cheap integrity check of a cached JPEG: start and end markers (truncation, garbage)."""
     try:
-        with path.open("rb") as file:
-            head = file.read(2)
-            file.seek(-2, os.SEEK_END)
-            tail = file.read(2)
+        descriptor = os.open(path, os.O_RDONLY)
     except OSError:
         return False
+    try:
+        size = os.fstat(descriptor).st_size
+        head, tail = os.pread(descriptor, 2, 0), os.pread(descriptor, 2, max(0, size - 2))
+    finally:
+        os.close(descriptor)
     return head == b"\xff\xd8" and tail == b"\xff\xd9"
 
 
@@ -246,11 +248,10 @@ class CropStore:
     def cached(self, request: CropRequest, frame: Frame) -> Path | None:
         """The final image if a previous run left a sound one in the cache."""
         path = self.path(request, frame)
-        if not path.exists():
-            return None
         if _looks_complete(path):
             return path
-        logger.warning(f"Corrupt cache entry {path}: fetching it again")
+        if path.exists():
+            logger.warning(f"Corrupt cache entry {path}: fetching it again")
         return None
 
     def get(self, request: CropRequest, frame: Frame) -> tuple[Path, bool]:
