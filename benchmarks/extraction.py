@@ -70,8 +70,7 @@ from teklia_yolo.cli import main
 main()
 """
 
-# TODO(ours): make worker-yolo-training log one line with its statement count, e.g.
-# "SQL statements: 7" (or BENCH_SQL_STATEMENTS=7), and adjust this pattern if needed.
+# worker-yolo-training logs "Extraction SQL statements: N"
 SQL_LINE = re.compile(r"BENCH_SQL_STATEMENTS=(\d+)|(?i:sql (?:statements|queries)\D{0,12}(\d+))")
 
 
@@ -139,7 +138,6 @@ def write_ours_config(path: Path, meta: dict, image_size: int) -> Path:
     """worker-yolo-training's YAML configuration (keys of worker_yolo_training.config).
 
     The dataset and its sets come from the export itself in local mode."""
-    # TODO(ours): keep in step with worker_yolo_training.config if keys change.
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         "\n".join(
@@ -428,9 +426,7 @@ def main() -> int:
             ]
             return cmd, lat_dir / "ref", output, env
         output = lat_dir / "ours" / "output"
-        # TODO(ours): point our image cache at lat_dir/ours/cache explicitly once the
-        # option exists; XDG_CACHE_HOME catches conventional cache locations.
-        env["XDG_CACHE_HOME"] = str(lat_dir / "ours" / "cache")
+        env["XDG_CACHE_HOME"] = str(lat_dir / "ours" / "xdg-cache")
         if not ours_available:
             return None, lat_dir / "ours", output, env
         cmd = [
@@ -443,6 +439,8 @@ def main() -> int:
             "--output",
             str(output),
             "--extract-only",
+            "--cache-dir",
+            str(lat_dir / "ours" / "cache"),
             *args.ours_arg,
         ]
         return cmd, lat_dir / "ours", output, env
