@@ -15,6 +15,7 @@ from worker_yolo_training.geometry import (
     crop_box,
     label_line,
     object_label,
+    object_labels,
 )
 from worker_yolo_training.images import orient
 
@@ -158,3 +159,29 @@ def test_orientation_agrees_with_base_worker_revert_orientation(angle, mirrored)
 
 def test_label_line_format():
     assert label_line(2, Label((0.1, 0.25, 1.0, 0.0))) == "2 0.100000 0.250000 1.000000 0.000000"
+
+
+@pytest.mark.parametrize(
+    "polygon",
+    [
+        [[1, 1], [None, 2], [3, 3]],
+        [[1, 1], ["a", 2], [3, 3]],
+        [[1, 1], [float("nan"), 2], [5, 9]],
+        "oops",
+    ],
+    ids=["null", "text", "nan", "not-a-list"],
+)
+def test_malformed_polygons_are_skipped_not_fatal(polygon):
+    assert object_label(polygon, Frame(Box(0, 0, 100, 100)), Mode.Segment) is Skip.Malformed
+
+
+def test_objects_of_a_page_are_labelled_together_in_order():
+    frame = Frame(Box(0, 0, 100, 100))
+    labels = object_labels(
+        [rect(10, 10, 10, 10), [[1, 1], [2, 2]], rect(200, 200, 5, 5), rect(50, 50, 50, 50)],
+        frame,
+        Mode.BBox,
+    )
+    assert labels[0].coordinates == pytest.approx((0.15, 0.15, 0.1, 0.1))
+    assert labels[1:3] == [Skip.Degenerate, Skip.OutsideCrop]
+    assert labels[3].coordinates == pytest.approx((0.75, 0.75, 0.5, 0.5))

@@ -1,0 +1,61 @@
+"""Local parts of the image pipeline: folder source, contrast, orientation of written images."""
+
+import pytest
+from PIL import Image, ImageDraw
+
+from worker_yolo_training.export import ImageInfo
+from worker_yolo_training.geometry import Box, Frame
+from worker_yolo_training.images import (
+    CropRequest,
+    CropStore,
+    FolderSource,
+    ImageError,
+    fetch_size,
+    write_image,
+)
+
+
+def test_contrast_writes_an_equalised_grayscale_image(tmp_path):
+    image = Image.new("RGB", (64, 32), (120, 100, 90))
+    ImageDraw.Draw(image).rectangle([0, 0, 31, 31], fill=(130, 110, 100))  # low contrast
+    path = tmp_path / "out.jpg"
+    write_image(image, Frame(Box(0, 0, 64, 32)), contrast=True, path=path)
+    with Image.open(path) as written:
+        red, green, blue = written.split()
+        assert red.tobytes() == green.tobytes() == blue.tobytes()
+        low, high = red.getextrema()
+        assert high - low > 200  # equalised: the two grays pulled apart
+
+
+def test_fetch_size_never_upscales_and_fits_the_oriented_longest_side():
+    assert fetch_size(Frame(Box(0, 0, 300, 100)), 640) == (300, 100)
+    assert fetch_size(Frame(Box(0, 0, 1280, 640)), 640) == (640, 320)
+    # rotated 90°: the longest side of the oriented image is still the crop's 1280
+    assert fetch_size(Frame(Box(0, 0, 1280, 640), 90), 640) == (640, 320)
+
+
+def test_folder_source_crops_and_resizes_and_reports_missing_files(tmp_path):
+    image = Image.new("RGB", (200, 100), "white")
+    ImageDraw.Draw(image).rectangle([100, 0, 199, 99], fill="black")
+    image.save(tmp_path / "img.png")
+    source = FolderSource(tmp_path)
+    info = ImageInfo("img", "unused", 200, 100, 2)
+    crop = source.fetch(CropRequest(info, Box(100, 0, 100, 100), 50, 50))
+    assert crop.size == (50, 50) and crop.getpixel((25, 25)) == (0, 0, 0)
+    with pytest.raises(ImageError, match="no file for image other"):
+        source.fetch(CropRequest(ImageInfo("other", "", 10, 10, 2), Box(0, 0, 10, 10), 10, 10))
+
+
+def test_store_writes_oriented_crops_once(tmp_path):
+    image = Image.new("RGB", (200, 100), "white")
+    image.paste((0, 0, 0), (0, 0, 20, 10))  # top-left corner
+    image.save(tmp_path / "img.png")
+    store = CropStore(FolderSource(tmp_path), tmp_path / "cache")
+    request = CropRequest(ImageInfo("img", "", 200, 100, 2), Box(0, 0, 200, 100), 200, 100)
+    frame = Frame(Box(0, 0, 200, 100), rotation_angle=90)
+    path, cached = store.get(request, frame)
+    assert not cached
+    with Image.open(path) as written:
+        assert written.size == (100, 200)
+        assert written.getpixel((95, 5))[0] < 60  # the corner turned to the top right
+    assert store.get(request, frame) == (path, True)
