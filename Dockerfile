@@ -2,9 +2,12 @@
 # Python must satisfy pyproject.toml's requires-python; tests/test_dockerfile.py checks it.
 FROM python:3.11-slim-bookworm
 
-# No system package is installed: the wheels bring every native library they load
-# (OpenCV is the headless build, PyTorch bundles libgomp and the CUDA libraries), and
-# libstdc++/zlib are already in the base image.
+# The wheels bring the native libraries they link (OpenCV is the headless build, PyTorch bundles
+# libgomp and the CUDA libraries; libstdc++ and zlib are in the base image). One library is loaded
+# at import time instead: arkindex-base-worker imports python-magic, which needs libmagic.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libmagic1 \
+    && rm -rf /var/lib/apt/lists/*
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -350,3 +350,24 @@ def test_dockerignore_matching_follows_docker():
     assert is_ignored("NOTES.md", patterns) and not is_ignored("docs/NOTES.md", patterns)
     assert not is_ignored("README.md", patterns)
     assert is_ignored("data/x/y.jpg", patterns) and not is_ignored("database.py", patterns)
+
+
+def test_libraries_loaded_at_import_are_installed(dockerfile):
+    """python-magic (imported by base-worker at start) opens libmagic with ctypes: no wheel brings
+    it, so the image must install the Debian package that ships it."""
+    import ctypes.util
+    import subprocess
+
+    soname = ctypes.util.find_library("magic")
+    assert soname, "libmagic is not on this machine"
+    owner = subprocess.run(["dpkg", "-S", soname], capture_output=True, text=True, check=True)
+    package = owner.stdout.split(":")[0]
+    installed = [
+        word
+        for run in arguments_of(dockerfile, "RUN")
+        for words in shell_commands(run)
+        if words[:2] == ["apt-get", "install"]
+        for word in words[2:]
+        if not word.startswith("-")
+    ]
+    assert package in installed, f"{package} (ships {soname}) is not installed by the Dockerfile"
