@@ -334,8 +334,10 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         """What training starts from, settled before any image is fetched."""
         from worker_yolo_training import training
 
+        # $YOLO_CONFIG_DIR wins (an image may ship weights there), else the task's data dir
+        in_task = not self.local and "YOLO_CONFIG_DIR" not in os.environ
         weights_dir = training.prepare_environment(
-            None if self.local else self.task_data_dir / "ultralytics"
+            self.task_data_dir / "ultralytics" if in_task else None
         )
         finetune_dir = self.find_extras_directory() if self.is_finetuning else None
         return training.resolve_base_model(self.training_config, weights_dir, finetune_dir)
