@@ -59,7 +59,7 @@ def test_cpu_training_uses_every_core():
 
     if torch.cuda.is_available():
         pytest.skip("this checks the CPU path")
-    device = training.select_device()
+    device = training.select_device(batch_size=16)
     assert device == training.Device("cpu", amp=False, gpus=0)
     assert os.cpu_count() == torch_utils.NUM_THREADS
     assert torch.get_num_threads() == os.cpu_count()
@@ -71,3 +71,20 @@ def test_prepare_environment_is_offline_and_local(tmp_path):
     assert os.environ["YOLO_OFFLINE"] == "1" and os.environ["YOLO_AUTOINSTALL"] == "false"
     for font in ("Arial.ttf", "Arial.Unicode.ttf"):
         assert (tmp_path / "yolo" / "Ultralytics" / font).stat().st_size > 100_000
+
+
+@pytest.mark.parametrize(
+    ("gpus", "batch_size", "expected"),
+    [(1, 16, "0"), (2, 16, "0,1"), (4, 32, "0,1,2,3"), (2, -1, "0"), (1, -1, "0")],
+)
+def test_every_visible_gpu_with_amp_unless_autobatch(
+    monkeypatch, caplog, gpus, batch_size, expected
+):
+    """The GPU decision itself (no GPU needed): DDP over all GPUs, AMP on, one GPU for AutoBatch."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    device = training.select_device(batch_size)
+    assert device.argument == expected and device.amp is True
+    assert ("cannot be split" in caplog.text) == (gpus > 1 and batch_size < 1)

@@ -125,11 +125,18 @@ class Device:
     gpus: int
 
 
-def select_device() -> Device:
+def select_device(batch_size: int) -> Device:
     """All visible GPUs (Ultralytics DDP when more than one), else the CPU with every core."""
     import torch
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus > 1 and batch_size < 1:
+        # Ultralytics refuses AutoBatch with DDP, once training starts: decide now
+        logger.warning(
+            f"batch_size {batch_size} (automatic) cannot be split over {gpus} GPUs: "
+            "training on GPU 0 only; set a batch size to use them all"
+        )
+        gpus = 1
     if gpus:
         return Device(",".join(map(str, range(gpus))), amp=True, gpus=gpus)
     from ultralytics.utils import torch_utils

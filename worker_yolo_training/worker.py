@@ -363,7 +363,7 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         from worker_yolo_training import training
 
         config, output = self.training_config, self.output_dir
-        device = training.select_device()
+        device = training.select_device(config.batch_size)
         best = training.train(config, base_model, data_yaml, output, device)
         metrics = {}
         for split in self.writer.non_empty_splits():
