@@ -238,3 +238,16 @@ def test_a_train_and_a_val_split_are_needed_before_any_download(tmp_path):
     assert process.returncode == 2
     assert "No element in a dev or val set" in process.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_no_object_to_learn_stops_before_training(tmp_path, small_export):
+    database, images, _ = small_export
+    unknown_run = "0a0b0c0d-0000-4000-8000-0000000000ff"
+    config = write_config(tmp_path / "c.yml", advanced={"worker_runs": [unknown_run]})
+    process = run_cli(
+        "--dev", "--database", database, "--config", config, "--images", images,
+        "--output", tmp_path / "out", "--extract-only", check=False,
+    )  # fmt: skip
+    assert process.returncode == 2
+    assert "No object of text_line, illustration in the train split" in process.stderr
+    assert "advanced.worker_runs" in process.stderr and "worker run not selected" in process.stderr

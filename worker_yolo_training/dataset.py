@@ -325,20 +325,29 @@ class DatasetWriter:
                 )
 
     def finish(self) -> Path:
-        """Write data.yaml and summary.json, log the summary table; returns data.yaml's path."""
+        """Write summary.json and log it, check the dataset can be trained on, write data.yaml;
+        returns data.yaml's path."""
         if self._removal is not None:
             self._removal.join()
         for element_id, splits in sorted(self.leaks.items()):
             logger.warning(
                 f"Element {element_id} is in several splits ({', '.join(sorted(splits))})"
             )
+        summary = self.summary()
+        (self.root / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+        logger.info("Extraction summary:\n" + summary_table(summary))
         self.check_failures()
         for split in ("train", "val"):
             if not self.reports[split].images:
                 raise ExtractionError(
-                    f"The {split} split has no image after extraction: nothing to train on. "
-                    "See the summary above for what was skipped."
+                    f"The {split} split has no image after extraction: nothing to train on "
+                    "(the summary above says what was skipped)."
                 )
+        if not sum(self.reports["train"].objects.values()):
+            raise ExtractionError(
+                f"No object of {', '.join(self.config.class_names)} in the train split: check "
+                "`class_names` and `advanced.worker_runs` (the summary above says what was skipped)."
+            )
         data = {
             "path": str(self.root.resolve()),
             **{split: f"images/{split}" for split in SPLITS if self.reports[split].images},
@@ -346,9 +355,6 @@ class DatasetWriter:
         }
         data_yaml = self.root / "data.yaml"
         data_yaml.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-        summary = self.summary()
-        (self.root / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-        logger.info("Extraction summary:\n" + summary_table(summary))
         return data_yaml
 
     def summary(self) -> dict:
