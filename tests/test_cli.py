@@ -251,3 +251,30 @@ def test_no_object_to_learn_stops_before_training(tmp_path, small_export):
     assert process.returncode == 2
     assert "No object of text_line, illustration in the train split" in process.stderr
     assert "advanced.worker_runs" in process.stderr and "worker run not selected" in process.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--images", "missing-folder"], "--images: missing-folder is not a folder"),
+        (["--concurrency", "0"], "--concurrency must be at least 1, got 0"),
+        (["--image-timeout", "0"], "--image-timeout must be positive"),
+    ],
+)
+def test_bad_arguments_are_reported_cleanly(tmp_path, small_export, arguments, message):
+    database, _, _ = small_export
+    process = run_cli(
+        "--dev", "--database", database, "--config", write_config(tmp_path / "c.yml"),
+        "--output", tmp_path / "out", *arguments, check=False,
+    )  # fmt: skip
+    assert process.returncode == 2
+    assert message in process.stderr and "Traceback" not in process.stderr
+
+
+def test_missing_export_is_reported_cleanly(tmp_path):
+    process = run_cli(
+        "--dev", "--database", tmp_path / "nope.sqlite", "--config", write_config(tmp_path / "c.yml"),
+        "--output", tmp_path / "out", check=False,
+    )  # fmt: skip
+    assert process.returncode == 2
+    assert "--database: no export at" in process.stderr and "Traceback" not in process.stderr

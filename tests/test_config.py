@@ -171,6 +171,9 @@ def test_training_kwargs_are_typed_from_text():
         ({"resume": True}, "'resume' is decided by the worker"),
         ({"project": "/tmp"}, "'project' is decided by the worker"),
         ({"epochs": 3}, "'epochs' use `num_epochs`"),
+        ({"single_cls": "true"}, "'single_cls' would merge `class_names` into one class"),
+        ({"classes": [0]}, "'classes' would drop some of `class_names`"),
+        ({"cache": "maybe"}, "'cache' expects a bool like False, got 'maybe'"),
         ({"imgsz": 320}, "'imgsz' use `image_size`"),
         ({"lr_0": 0.1}, "'lr_0' is not an Ultralytics training argument (did you mean 'lr0'?)"),
         ({"show": True}, "'show' is not an Ultralytics training argument"),
@@ -183,3 +186,18 @@ def test_training_kwargs_rejected_with_a_clear_message(kwargs, expected):
         parse_config({"class_names": ["a"], "advanced": {"training_kwargs": kwargs}})
     assert "`advanced.training_kwargs`" in str(error.value)
     assert expected in str(error.value)
+
+
+def test_training_kwargs_numbers_in_any_notation_and_other_allowed_values():
+    config = parse_config(
+        {
+            "class_names": ["a"],
+            "advanced.training_kwargs": {"lr0": "1e-3", "warmup_epochs": "2", "cache": "ram"},
+        }
+    )
+    assert config.training_kwargs == {"lr0": 0.001, "warmup_epochs": 2.0, "cache": "ram"}
+
+
+def test_worker_run_ids_are_lower_cased_as_in_exports():
+    config = parse_config({"class_names": ["a"], "advanced.worker_runs": [RUN.upper(), "manual"]})
+    assert config.worker_runs == (RUN, "manual")

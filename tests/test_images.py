@@ -3,6 +3,8 @@
 import json
 import random
 import sqlite3
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -12,8 +14,10 @@ from PIL import Image, ImageDraw
 from tests.exports import ExportBuilder, rectangle
 from tests.iiif_server import IIIFServer
 from tests.test_cli import run_cli
-from worker_yolo_training.export import ImageInfo
-from worker_yolo_training.geometry import Box
+from worker_yolo_training.config import parse_config
+from worker_yolo_training.dataset import Sample, build_sample
+from worker_yolo_training.export import ImageInfo, Page
+from worker_yolo_training.geometry import Box, Skip
 from worker_yolo_training.images import CropRequest, iiif_url
 
 
@@ -253,3 +257,53 @@ def test_iiif_v3_server(make_export, tmp_path):
     export.run(tmp_path / "out")
     assert_complete_except(export, tmp_path / "out", set())
     assert export.server.statuses.get(400, 0) == 0
+
+
+class Redirector(ThreadingHTTPServer):
+    """Answers every request with a 301 to the same path on another server (http → https moves)."""
+
+    def __init__(self, target: str):
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(301)
+                self.send_header("Location", target + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
+
+
+def test_redirects_are_followed(make_export, tmp_path):
+    export = make_export(pages=6)
+    origin = export.server.base_url.rsplit("/iiif", 1)[0]
+    redirector = Redirector(origin)
+    try:
+        with sqlite3.connect(export.database) as connection:
+            connection.execute(
+                "UPDATE image SET url = replace(url, ?, ?)", (origin, redirector.base_url)
+            )
+        export.run(tmp_path / "out")
+    finally:
+        redirector.stop()
+    assert_complete_except(export, tmp_path / "out", set())
+    assert export.server.image_requests == 6
+
+
+def test_crops_too_small_for_ultralytics_are_skipped_and_counted():
+    page = Page(
+        id="line", name="", type="text_line", polygon=rectangle(0, 0, 300, 6), rotation_angle=0,
+        mirrored=False, image=ImageInfo("img", "http://s/img", 1000, 1000, 2),
+    )  # fmt: skip
+    config = parse_config({"class_names": ["word"], "image_size": 640})
+    assert build_sample(page, config) is Skip.TooSmall
+    page.polygon = rectangle(0, 0, 300, 12)
+    assert isinstance(build_sample(page, config), Sample)

@@ -1,5 +1,6 @@
 """Local parts of the image pipeline: folder source, contrast, orientation of written images."""
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
@@ -59,3 +60,36 @@ def test_store_writes_oriented_crops_once(tmp_path):
         assert written.size == (100, 200)
         assert written.getpixel((95, 5))[0] < 60  # the corner turned to the top right
     assert store.get(request, frame) == (path, True)
+
+
+def test_sixteen_bit_scans_are_scaled_not_clipped(tmp_path):
+    values = np.full((20, 40), 30000, dtype=np.uint16)
+    values[:, 20:] = 65535
+    scan = Image.fromarray(values)
+    assert scan.mode == "I;16"
+    path = tmp_path / "out.jpg"
+    write_image(scan, Frame(Box(0, 0, 40, 20)), contrast=False, path=path)
+    with Image.open(path) as written:
+        assert abs(written.getpixel((5, 10))[0] - 117) <= 2  # 30000 / 65535 × 255
+        assert written.getpixel((35, 10))[0] >= 253
+
+
+def test_folder_files_at_another_resolution_are_cropped_at_scale(tmp_path):
+    half = Image.new("RGB", (100, 50), "white")
+    half.paste((0, 0, 0), (50, 0, 100, 50))  # right half black
+    half.save(tmp_path / "img.png")
+    info = ImageInfo("img", "", 200, 100, 2)  # the export's size: twice the file's
+    crop = FolderSource(tmp_path).fetch(CropRequest(info, Box(100, 0, 100, 100), 100, 100))
+    assert crop.size == (100, 100) and crop.getpixel((50, 50)) == (0, 0, 0)
+    Image.new("RGB", (100, 100)).save(tmp_path / "square.png")
+    square = ImageInfo("square", "", 200, 100, 2)
+    with pytest.raises(ImageError, match=r"100×100 px but the export says image square is 200×100"):
+        FolderSource(tmp_path).fetch(CropRequest(square, Box(0, 0, 10, 10), 10, 10))
+
+
+def test_folder_scans_beyond_pillows_bomb_limit_are_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a 100×100 file is now "a bomb"
+    Image.new("RGB", (100, 100), "gray").save(tmp_path / "img.png")
+    source = FolderSource(tmp_path)
+    crop = source.fetch(CropRequest(ImageInfo("img", "", 100, 100, 2), Box(0, 0, 100, 100), 50, 50))
+    assert crop.size == (50, 50)

@@ -132,7 +132,8 @@ def _class_names(value: Any) -> tuple[str, ...]:
 
 
 def _worker_runs(value: Any) -> tuple[str, ...]:
-    runs = _string_list(value)
+    # Exports hold lower-case ids
+    runs = tuple(run if run == MANUAL else run.lower() for run in _string_list(value))
     bad = [run for run in runs if run != MANUAL and not UUID_PATTERN.match(run)]
     if bad:
         raise ValueError(
@@ -171,6 +172,10 @@ WORKER_TRAINING_ARGUMENTS = {
         ),
         "is decided by the worker",
     ),
+    # The classes are `class_names`, in order: the report and the inference worker rely on it
+    "single_cls": "would merge `class_names` into one class",
+    "cls_remap": "would renumber `class_names`",
+    "classes": "would drop some of `class_names`: list only the ones to learn in `class_names`",
     "epochs": "use `num_epochs`",
     "imgsz": "use `image_size`",
     "batch": "use `batch_size`",
@@ -197,13 +202,22 @@ def ultralytics_defaults() -> dict[str, Any]:
 
 
 def _typed(value: Any) -> Any:
-    """Arkindex dict fields hold text: read `0.01`, `true`, `[1, 2]` as YAML does."""
-    if isinstance(value, str):
+    """Arkindex dict fields hold text: read `3`, `1e-3`, `true`, `[1, 2]` as numbers, YAML values."""
+    if not isinstance(value, str):
+        return value
+    for number in (int, float):
         try:
-            return yaml.safe_load(value)
-        except yaml.YAMLError:
-            return value
-    return value
+            return number(value)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+
+
+# Ultralytics arguments whose default does not tell every allowed value
+OTHER_ALLOWED_VALUES = {"cache": ("ram", "disk")}
 
 
 def _matches(value: Any, default: Any) -> bool:
@@ -230,11 +244,12 @@ def _training_kwargs(value: Any) -> dict:
             close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"{key!r} is not an Ultralytics training argument{hint}")
-        elif not _matches(typed, defaults[key]):
+        elif not _matches(typed, defaults[key]) and typed not in OTHER_ALLOWED_VALUES.get(key, ()):
             expected = type(defaults[key]).__name__
             problems.append(f"{key!r} expects a {expected} like {defaults[key]!r}, got {raw!r}")
         else:
-            parsed[key] = float(typed) if isinstance(defaults[key], float) else typed
+            is_number = isinstance(typed, int | float) and not isinstance(typed, bool)
+            parsed[key] = float(typed) if isinstance(defaults[key], float) and is_number else typed
     if problems:
         raise ValueError("; ".join(problems))
     return parsed

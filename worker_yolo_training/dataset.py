@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 SPLIT_OF_SET = {"train": "train", "dev": "val", "val": "val", "validation": "val", "test": "test"}
 SPLITS = ("train", "val", "test")
 DEFAULT_CONCURRENCY = 32
+# Ultralytics drops smaller images from training and evaluation
+MIN_IMAGE_SIDE = 10
 
 
 class ExtractionError(Exception):
@@ -74,6 +76,8 @@ def build_sample(page: Page, config: TrainingConfig) -> Sample | Skip:
     if crop is None:
         return Skip.EmptyCrop
     frame = Frame(crop, page.rotation_angle, page.mirrored)
+    if min(fetch_size(frame, config.image_size)) < MIN_IMAGE_SIDE:
+        return Skip.TooSmall
     lines, objects, skipped = [], Counter(), Counter()
     class_index = {name: index for index, name in enumerate(config.class_names)}
     kept = []
@@ -203,16 +207,23 @@ class DatasetWriter:
         for folder in ("images", "labels"):
             (self.root / folder / split).mkdir(parents=True, exist_ok=True)
         progress = tqdm(desc=f"Images of {split} ({set_name})", unit="image", leave=False)
-        with ThreadPoolExecutor(self.concurrency) as pool, progress:
-            for sample, outcome in self._fetch_all(pool, self._samples(split, pages)):
-                self._store(split, sample, outcome)
-                progress.update()
-                progress.set_postfix(
-                    cached=report.cached,
-                    downloaded=report.downloaded,
-                    failed=len(report.failed_images),
-                    refresh=False,
-                )
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="image")
+        try:
+            with progress:
+                for sample, outcome in self._fetch_all(pool, self._samples(split, pages)):
+                    self._store(split, sample, outcome)
+                    progress.update()
+                    progress.set_postfix(
+                        cached=report.cached,
+                        downloaded=report.downloaded,
+                        failed=len(report.failed_images),
+                        refresh=False,
+                    )
+        except BaseException:
+            # Interrupted or failed: queued downloads are dropped, not waited for
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
 
     def _samples(self, split: str, pages: Iterable[Page]) -> Iterator[Sample]:
         report = self.reports[split]

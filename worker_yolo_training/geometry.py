@@ -28,6 +28,7 @@ class Skip(StrEnum):
     NoImage = "element without image"
     NoPolygon = "element without polygon"
     EmptyCrop = "element crop outside its image"
+    TooSmall = "element crop under 10 px (Ultralytics ignores such images)"
     ImageFailed = "image download failed"
     SameSplit = "element already in this split (from another set)"
     OtherType = "type not requested"

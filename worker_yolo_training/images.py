@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import urllib3
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tenacity import (
@@ -115,7 +116,8 @@ class IIIFSource:
             num_pools=16,
             maxsize=connections,
             timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
-            retries=False,
+            # Follow redirects (http → https, moved servers); tenacity does the retrying
+            retries=urllib3.Retry(total=None, connect=0, read=0, other=0, status=0, redirect=5),
             headers={"User-Agent": USER_AGENT},
         )
         self._get = retry(
@@ -127,7 +129,7 @@ class IIIFSource:
 
     def _get_once(self, url: str) -> bytes:
         response = self.http.request("GET", url)
-        if response.status >= 400:
+        if response.status >= 300:
             raise HTTPStatusError(response.status)
         return response.data
 
@@ -149,7 +151,7 @@ def decode(content: bytes) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(content))
         image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise ImageError(f"not a valid image ({error})") from error
     return image
 
@@ -162,8 +164,8 @@ class FolderSource:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
-        if not self.folder.is_dir():
-            raise FileNotFoundError(f"Image folder {self.folder} does not exist")
+        # Local archival scans are trusted and may exceed Pillow's decompression-bomb limit
+        Image.MAX_IMAGE_PIXELS = None
 
     def path(self, image_id: str) -> Path:
         for extension in IMAGE_EXTENSIONS:
@@ -183,16 +185,33 @@ class FolderSource:
         path = self.path(request.image.id)
         try:
             with Image.open(path) as full:
-                crop = request.crop
-                region = full.crop((crop.x, crop.y, crop.x + crop.width, crop.y + crop.height))
+                box = self._scaled_box(request, full.size, path)
+                region = full.crop(box)
                 if (request.width, request.height) != region.size:
                     region = region.resize(
                         (request.width, request.height), Image.Resampling.LANCZOS
                     )
                 region.load()
                 return region
-        except (UnidentifiedImageError, OSError, ValueError) as error:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
             raise ImageError(f"not a valid image ({error}) at {path}") from error
+
+    @staticmethod
+    def _scaled_box(request: CropRequest, size: tuple[int, int], path: Path) -> tuple:
+        """The crop in the file's pixels: a file may be a resized copy of the export's image."""
+        image, crop = request.image, request.crop
+        scale_x, scale_y = size[0] / image.width, size[1] / image.height
+        if abs(scale_x - scale_y) > 0.01 * max(scale_x, scale_y):
+            raise ImageError(
+                f"{path} is {size[0]}×{size[1]} px but the export says image {image.id} is "
+                f"{image.width}×{image.height}: not the same picture"
+            )
+        return (
+            round(crop.x * scale_x),
+            round(crop.y * scale_y),
+            round((crop.x + crop.width) * scale_x),
+            round((crop.y + crop.height) * scale_y),
+        )
 
 
 # ---------------------------------------------------------------- writing
@@ -232,6 +251,7 @@ class CropStore:
         self.source = source
         self.folder = Path(folder)
         self.contrast = contrast
+        self.partials: set[Path] = set()  # being written: removed if the run is interrupted
 
     def path(self, request: CropRequest, frame: Frame) -> Path:
         key = "|".join(
@@ -263,14 +283,24 @@ class CropStore:
         fetched = self.source.fetch(request)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.partial")
-        if isinstance(fetched, bytes) and self._usable_as_received(fetched, request, frame):
-            # A JPEG exactly as needed is written as received: no re-encoding, no quality loss
-            partial.write_bytes(fetched)
-        else:
-            image = decode(fetched) if isinstance(fetched, bytes) else fetched
-            write_image(image, frame, self.contrast, partial)
-        partial.replace(path)
+        self.partials.add(partial)
+        try:
+            if isinstance(fetched, bytes) and self._usable_as_received(fetched, request, frame):
+                # A JPEG exactly as needed is written as received: no re-encoding, no quality loss
+                partial.write_bytes(fetched)
+            else:
+                image = decode(fetched) if isinstance(fetched, bytes) else fetched
+                write_image(image, frame, self.contrast, partial)
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
+            self.partials.discard(partial)
         return path, False
+
+    def remove_partials(self) -> None:
+        """Files other threads were writing when the run stopped."""
+        for partial in list(self.partials):
+            partial.unlink(missing_ok=True)
 
     def _usable_as_received(self, content: bytes, request: CropRequest, frame: Frame) -> bool:
         if frame.rotation_angle or frame.mirrored or self.contrast:
@@ -283,16 +313,27 @@ class CropStore:
                 return False
             # Decoding at 1/8 scale reads the whole stream (truncation and garbage fail here)
             # for a fraction of a full decode
-            image.draft(image.mode, (image.width // 8, image.height // 8))
+            image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
-        except (UnidentifiedImageError, OSError, ValueError) as error:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
             raise ImageError(f"not a valid image ({error})") from error
         return True
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB; 16-bit and 32-bit grayscale (archival TIFFs) are scaled, not clipped."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        if image.mode == "F" and values.max() <= 1.0:
+            peak = 1.0
+        image = Image.fromarray(np.clip(values * (255.0 / peak), 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
+
+
 def write_image(image: Image.Image, frame: Frame, contrast: bool, path: Path) -> tuple[int, int]:
     """Orient, optionally enhance, and write one training image as JPEG; returns its size."""
-    image = orient(image.convert("RGB"), frame)
+    image = orient(to_rgb(image), frame)
     if contrast:
         image = ImageOps.equalize(ImageOps.grayscale(image)).convert("RGB")
     image.save(path, format="JPEG", quality=JPEG_QUALITY)

@@ -145,8 +145,7 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
     def configure(self) -> None:
         """Read arguments and configuration, and validate the configuration once."""
         super().configure()
-        if self.local and self.args.database is None:
-            raise ConfigurationError(["local mode needs --database EXPORT.sqlite"])
+        self.check_arguments()
         self.training_config: TrainingConfig = parse_config(self.config)
         if not self.is_read_only and not self.training_config.target_model_id:
             raise ConfigurationError(
@@ -169,6 +168,24 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
                     ]
                 ) from None
             raise
+
+    def check_arguments(self) -> None:
+        """Command-line mistakes, reported together like configuration ones."""
+        args, problems = self.args, []
+        if self.local and (args.database is None or not args.database.is_file()):
+            problems.append(f"--database: no export at {args.database} (local mode needs one)")
+        if args.images is not None and not args.images.is_dir():
+            problems.append(f"--images: {args.images} is not a folder")
+        for name, value, minimum in (
+            ("--concurrency", args.concurrency, 1),
+            ("--image-retries", args.image_retries, 1),
+        ):
+            if value < minimum:
+                problems.append(f"{name} must be at least {minimum}, got {value}")
+        if args.image_timeout <= 0:
+            problems.append(f"--image-timeout must be positive, got {args.image_timeout}")
+        if problems:
+            raise ConfigurationError(problems)
 
     def list_sets(self) -> list[DatasetSet]:
         if not self.local:
@@ -300,15 +317,24 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
                 f"Interrupted by {interruption.signal_name}: temporary files removed, "
                 "no model version published"
             )
-            sys.exit(128 + interruption.signal_number)
+            self.cleanup()
+            logging.shutdown()
+            # Downloads still running in threads are abandoned, not waited for
+            os._exit(128 + interruption.signal_number)
         finally:
-            if getattr(self, "_scratch", None) is not None:
-                shutil.rmtree(self._scratch, ignore_errors=True)
+            self._remove_scratch()
+
+    def _remove_scratch(self) -> None:
+        if getattr(self, "_scratch", None) is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
     def _remove_temporary_files(self) -> None:
-        # The Arkindex scratch folder goes in any case (run's `finally`)
-        if getattr(self, "args", None) is not None and self.args.no_cache:
-            shutil.rmtree(self.output_dir / "crops.tmp", ignore_errors=True)
+        self._remove_scratch()
+        store = getattr(self, "store", None)
+        if store is not None:
+            store.remove_partials()
+            if self.args.no_cache:
+                shutil.rmtree(store.folder, ignore_errors=True)
 
     def _run(self) -> None:
         self.configure()
@@ -344,16 +370,16 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
 
     def extract(self, sets: list[DatasetSet]) -> Path:
         """Write the YOLO dataset from every set; returns its data.yaml."""
-        store = CropStore(self.image_source(), self.cache_dir(), self.training_config.contrast)
+        self.store = CropStore(self.image_source(), self.cache_dir(), self.training_config.contrast)
         self.writer = DatasetWriter(
-            self.output_dir / "dataset", self.training_config, store, self.args.concurrency
+            self.output_dir / "dataset", self.training_config, self.store, self.args.concurrency
         )
         with export.StatementCounter() as statements:
             for dataset_set in sets:
                 self.process_set(dataset_set)
         logger.info(f"Extraction SQL statements: {statements.count}")
         if self.args.no_cache:
-            shutil.rmtree(store.folder, ignore_errors=True)
+            shutil.rmtree(self.store.folder, ignore_errors=True)
         export.close_export()
         return self.writer.finish()
 
