@@ -278,3 +278,41 @@ def test_missing_export_is_reported_cleanly(tmp_path):
     )  # fmt: skip
     assert process.returncode == 2
     assert "--database: no export at" in process.stderr and "Traceback" not in process.stderr
+
+
+def test_set_arguments_choose_the_sets_of_one_dataset(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    builder = ExportBuilder(tmp_path / "export.sqlite")
+    chosen, other = builder.dataset("chosen"), builder.dataset("other")
+    pages = {}
+    for dataset, set_name in (
+        (chosen, "train"),
+        (chosen, "dev"),
+        (chosen, "test"),
+        (other, "train"),
+    ):
+        image = builder.image(100, 100)
+        Image.new("RGB", (100, 100), "white").save(images / f"{image.id}.jpg")
+        page = builder.element("page", rectangle(0, 0, 100, 100), image)
+        builder.element("text_line", rectangle(10, 10, 50, 20), image, parents=(page,))
+        builder.add_to_set(dataset, set_name, page)
+        pages[dataset, set_name] = page
+    builder.close()
+    output = tmp_path / "out"
+    run_cli(
+        "--dev", "--database", builder.path, "--config", write_config(tmp_path / "c.yml", class_names=["text_line"]),
+        "--images", images, "--output", output, "--extract-only",
+        "--set", f"{chosen}:train", f"{chosen}:dev",
+    )  # fmt: skip
+    written = {
+        path.parent.name: path.stem for path in (output / "dataset" / "images").glob("*/*.jpg")
+    }
+    assert written == {"train": pages[chosen, "train"], "val": pages[chosen, "dev"]}
+    process = run_cli(
+        "--dev", "--database", builder.path, "--config", write_config(tmp_path / "c.yml", class_names=["text_line"]),
+        "--output", output, "--extract-only", "--set", f"{chosen}:validation", check=False,
+    )  # fmt: skip
+    assert process.returncode == 2
+    assert f"Set {chosen}:validation is not in the export" in process.stderr
+    assert f"{other}:train" in process.stderr
