@@ -23,6 +23,17 @@ def run_cli(*args, env=None, check=True) -> subprocess.CompletedProcess:
     return process
 
 
+def run_local(
+    database: Path, config: Path, output: Path, *args, extract_only: bool = True, check: bool = True
+) -> subprocess.CompletedProcess:
+    """The console script in local mode (extraction only unless asked)."""
+    mode = ["--extract-only"] if extract_only else []
+    return run_cli(
+        "--dev", "--database", database, "--config", config, "--output", output, *mode, *args,
+        check=check,
+    )  # fmt: skip
+
+
 def write_config(path: Path, **values) -> Path:
     path.write_text(yaml.safe_dump({"class_names": ["text_line", "illustration"], **values}))
     return path
@@ -58,17 +69,12 @@ def test_extract_only_writes_the_dataset_and_does_not_train(tmp_path, small_expo
     database, images, pages = small_export
     config = write_config(tmp_path / "config.yml")
     output = tmp_path / "out"
-    process = run_cli(
-        "--dev",
-        "--database",
+    process = run_local(
         database,
-        "--config",
         config,
+        output,
         "--images",
         images,
-        "--output",
-        output,
-        "--extract-only",
     )
     dataset = output / "dataset"
     # crop (100, 50) 200×100: the line is x 20..120, y 10..60 → 0.1..0.6, 0.1..0.6;
@@ -113,14 +119,11 @@ def test_several_datasets_need_set_arguments(tmp_path):
     first = builder.dataset("first")
     second = builder.dataset("second")
     builder.close()
-    process = run_cli(
-        "--dev",
-        "--database",
+    process = run_local(
         builder.path,
-        "--config",
         write_config(tmp_path / "c.yml", class_names=["text_line"]),
-        "--output",
         tmp_path / "out",
+        extract_only=False,
         check=False,
     )
     assert process.returncode == 2
@@ -131,14 +134,11 @@ def test_unknown_class_names_fail_before_any_image(tmp_path, small_export):
     database, _images, _ = small_export
     config = tmp_path / "c.yml"
     config.write_text(yaml.safe_dump({"class_names": ["text_lines"]}))
-    process = run_cli(
-        "--dev",
-        "--database",
+    process = run_local(
         database,
-        "--config",
         config,
-        "--output",
         tmp_path / "out",
+        extract_only=False,
         check=False,
     )
     assert process.returncode == 2
@@ -149,16 +149,13 @@ def test_unknown_class_names_fail_before_any_image(tmp_path, small_export):
 def test_missing_pretrained_weights_stop_before_any_image(tmp_path, small_export):
     database, images, _ = small_export
     config = write_config(tmp_path / "c.yml", ultralytics_model_size="v8s")
-    process = run_cli(
-        "--dev",
-        "--database",
+    process = run_local(
         database,
-        "--config",
         config,
+        tmp_path / "out",
         "--images",
         images,
-        "--output",
-        tmp_path / "out",
+        extract_only=False,
         check=False,
     )
     assert process.returncode == 2
@@ -172,16 +169,13 @@ def test_sample_end_to_end(tmp_path):
     config = tmp_path / "config.yml"
     config.write_text(yaml.safe_dump({**sample_config, "num_epochs": 1}))
     output = tmp_path / "out"
-    run_cli(
-        "--dev",
-        "--database",
+    run_local(
         SAMPLE / "export.sqlite",
-        "--config",
         config,
+        output,
         "--images",
         SAMPLE / "images",
-        "--output",
-        output,
+        extract_only=False,
     )
     from ultralytics import YOLO
 
@@ -231,10 +225,12 @@ def test_a_train_and_a_val_split_are_needed_before_any_download(tmp_path):
     builder.add_to_set(dataset, "train", page)
     builder.add_to_set(dataset, "test", page)
     builder.close()
-    process = run_cli(
-        "--dev", "--database", builder.path, "--config", write_config(tmp_path / "c.yml", class_names=["text_line"]),
-        "--output", tmp_path / "out", "--extract-only", check=False,
-    )  # fmt: skip
+    process = run_local(
+        builder.path,
+        write_config(tmp_path / "c.yml", class_names=["text_line"]),
+        tmp_path / "out",
+        check=False,
+    )
     assert process.returncode == 2
     assert "No element in a dev or val set" in process.stderr
     assert not (tmp_path / "out").exists()
@@ -244,10 +240,14 @@ def test_no_object_to_learn_stops_before_training(tmp_path, small_export):
     database, images, _ = small_export
     unknown_run = "0a0b0c0d-0000-4000-8000-0000000000ff"
     config = write_config(tmp_path / "c.yml", advanced={"worker_runs": [unknown_run]})
-    process = run_cli(
-        "--dev", "--database", database, "--config", config, "--images", images,
-        "--output", tmp_path / "out", "--extract-only", check=False,
-    )  # fmt: skip
+    process = run_local(
+        database,
+        config,
+        tmp_path / "out",
+        "--images",
+        images,
+        check=False,
+    )
     assert process.returncode == 2
     assert "No object of text_line, illustration in the train split" in process.stderr
     assert "advanced.worker_runs" in process.stderr and "worker run not selected" in process.stderr
@@ -263,19 +263,26 @@ def test_no_object_to_learn_stops_before_training(tmp_path, small_export):
 )
 def test_bad_arguments_are_reported_cleanly(tmp_path, small_export, arguments, message):
     database, _, _ = small_export
-    process = run_cli(
-        "--dev", "--database", database, "--config", write_config(tmp_path / "c.yml"),
-        "--output", tmp_path / "out", *arguments, check=False,
-    )  # fmt: skip
+    process = run_local(
+        database,
+        write_config(tmp_path / "c.yml"),
+        tmp_path / "out",
+        *arguments,
+        extract_only=False,
+        check=False,
+    )
     assert process.returncode == 2
     assert message in process.stderr and "Traceback" not in process.stderr
 
 
 def test_missing_export_is_reported_cleanly(tmp_path):
-    process = run_cli(
-        "--dev", "--database", tmp_path / "nope.sqlite", "--config", write_config(tmp_path / "c.yml"),
-        "--output", tmp_path / "out", check=False,
-    )  # fmt: skip
+    process = run_local(
+        tmp_path / "nope.sqlite",
+        write_config(tmp_path / "c.yml"),
+        tmp_path / "out",
+        extract_only=False,
+        check=False,
+    )
     assert process.returncode == 2
     assert "--database: no export at" in process.stderr and "Traceback" not in process.stderr
 
@@ -300,19 +307,28 @@ def test_set_arguments_choose_the_sets_of_one_dataset(tmp_path):
         pages[dataset, set_name] = page
     builder.close()
     output = tmp_path / "out"
-    run_cli(
-        "--dev", "--database", builder.path, "--config", write_config(tmp_path / "c.yml", class_names=["text_line"]),
-        "--images", images, "--output", output, "--extract-only",
-        "--set", f"{chosen}:train", f"{chosen}:dev",
-    )  # fmt: skip
+    run_local(
+        builder.path,
+        write_config(tmp_path / "c.yml", class_names=["text_line"]),
+        output,
+        "--images",
+        images,
+        "--set",
+        f"{chosen}:train",
+        f"{chosen}:dev",
+    )
     written = {
         path.parent.name: path.stem for path in (output / "dataset" / "images").glob("*/*.jpg")
     }
     assert written == {"train": pages[chosen, "train"], "val": pages[chosen, "dev"]}
-    process = run_cli(
-        "--dev", "--database", builder.path, "--config", write_config(tmp_path / "c.yml", class_names=["text_line"]),
-        "--output", output, "--extract-only", "--set", f"{chosen}:validation", check=False,
-    )  # fmt: skip
+    process = run_local(
+        builder.path,
+        write_config(tmp_path / "c.yml", class_names=["text_line"]),
+        output,
+        "--set",
+        f"{chosen}:validation",
+        check=False,
+    )
     assert process.returncode == 2
     assert f"Set {chosen}:validation is not in the export" in process.stderr
     assert f"{other}:train" in process.stderr

@@ -31,8 +31,8 @@ from PIL import Image
 from shapely import make_valid
 from shapely.geometry import Polygon, box
 
-from tests.conftest import console_script
 from tests.exports import ExportBuilder, new_id, rectangle, seed_ids
+from tests.test_cli import run_local
 
 CLASS_NAMES = ("text_line", "illustration")
 MODES = ("segment", "bbox", "obb")
@@ -615,25 +615,7 @@ def extraction(request, scenario) -> Extraction:
     # the unsafe ids climb four levels from labels/<split>/: into root itself
     output = root / f"out_{mode}"
     before = all_files(root)
-    process = subprocess.run(
-        [
-            console_script(),
-            "--dev",
-            "--database",
-            str(scenario.database),
-            "--config",
-            str(config),
-            "--images",
-            str(scenario.images),
-            "--output",
-            str(output),
-            "--extract-only",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert process.returncode == 0, f"exit {process.returncode}\n{process.stdout}\n{process.stderr}"
+    process = run_local(scenario.database, config, output, "--images", scenario.images)
     return Extraction(mode, output, process, all_files(root) - before, root)
 
 
@@ -847,25 +829,7 @@ def test_an_element_in_dev_and_val_is_extracted_without_error(tmp_path):
     config = tmp_path / "config.yml"
     config.write_text(yaml.safe_dump({"class_names": ["text_line"], "mode": "bbox"}))
     output = tmp_path / "out"
-    process = subprocess.run(
-        [
-            console_script(),
-            "--dev",
-            "--database",
-            str(builder.path),
-            "--config",
-            str(config),
-            "--images",
-            str(images),
-            "--output",
-            str(output),
-            "--extract-only",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert process.returncode == 0, process.stderr[-2000:]
+    run_local(builder.path, config, output, "--images", images)
     val = output / "dataset"
     # the line is x 20..60, y 10..30 of a 100×50 crop
     label = (val / "labels" / "val" / f"{pages['dev']}.txt").read_text()

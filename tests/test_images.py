@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from tests.exports import ExportBuilder, rectangle
 from tests.iiif_server import IIIFServer
-from tests.test_cli import run_cli
+from tests.test_cli import run_local
 from worker_yolo_training.config import parse_config
 from worker_yolo_training.dataset import Sample, build_sample
 from worker_yolo_training.export import ImageInfo, Page
@@ -82,15 +82,10 @@ class IIIFExport:
         )
 
     def run(self, output: Path, *args, check=True):
-        return run_cli(
-            "--dev",
-            "--database",
+        return run_local(
             self.database,
-            "--config",
             self.config,
-            "--output",
             output,
-            "--extract-only",
             "--cache-dir",
             self.root / "cache",
             *args,
