@@ -61,6 +61,7 @@ class Sample:
 
     page: Page
     frame: Frame
+    request: CropRequest
     lines: list[str]
     objects: Counter
     skipped: Counter
@@ -76,8 +77,10 @@ def build_sample(page: Page, config: TrainingConfig) -> Sample | Skip:
     if crop is None:
         return Skip.EmptyCrop
     frame = Frame(crop, page.rotation_angle, page.mirrored)
-    if min(fetch_size(frame, config.image_size)) < MIN_IMAGE_SIDE:
+    width, height = fetch_size(frame, config.image_size)
+    if min(width, height) < MIN_IMAGE_SIDE:
         return Skip.TooSmall
+    request = CropRequest(page.image, crop, width, height)
     lines, objects, skipped = [], Counter(), Counter()
     class_index = {name: index for index, name in enumerate(config.class_names)}
     kept = []
@@ -98,7 +101,7 @@ def build_sample(page: Page, config: TrainingConfig) -> Sample | Skip:
         skipped[Skip.ExtraParts] += label.dropped_parts
         lines.append(label_line(class_index[child.type], label))
         objects[child.type] += 1
-    return Sample(page, frame, lines, objects, +skipped)
+    return Sample(page, frame, request, lines, objects, +skipped)
 
 
 @dataclass(frozen=True)
@@ -275,19 +278,15 @@ class DatasetWriter:
         while pending:
             yield from collect(block=True)
 
-    def _request(self, sample: Sample) -> CropRequest:
-        width, height = fetch_size(sample.frame, self.config.image_size)
-        return CropRequest(sample.page.image, sample.frame.crop, width, height)
-
     def _known(self, sample: Sample) -> Fetched | None:
         if sample.page.id in self.written:
             return Fetched(self.written[sample.page.id][1], reused=True)
-        path = self.store.cached(self._request(sample), sample.frame)
+        path = self.store.cached(sample.request, sample.frame)
         return Fetched(path, cached=True) if path is not None else None
 
     def _fetch(self, sample: Sample) -> Fetched:
         try:
-            path, cached = self.store.get(self._request(sample), sample.frame)
+            path, cached = self.store.get(sample.request, sample.frame)
         except ImageError as error:
             return Fetched(error=error)
         return Fetched(path, cached=cached)
@@ -297,7 +296,7 @@ class DatasetWriter:
         page = sample.page
         if fetched.error is not None:
             report.skipped[Skip.ImageFailed] += 1
-            source = self.store.source.describe(self._request(sample))
+            source = self.store.source.describe(sample.request)
             report.failed_images.append(
                 {"element": page.id, "source": source, "reason": str(fetched.error)}
             )
