@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.test_production import training_task  # noqa: E402
+from tests.production import training_task  # noqa: E402
 
 
 def main() -> int:

@@ -1,13 +1,9 @@
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.arkindex_fake import fake_arkindex_fixture  # noqa: F401
-
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "worker_yolo_training" / "sample"
+from tests.helpers import IIIFExport
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -23,12 +19,15 @@ def offline_environment(tmp_path_factory):
 
 
 @pytest.fixture
-def cli_env(tmp_path):
-    """Environment for running the console script in a subprocess."""
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+def make_export(tmp_path):
+    """IIIFExport factory; its servers are stopped after the test."""
+    servers = []
 
+    def make(pages: int = 40, **options) -> IIIFExport:
+        export = IIIFExport(tmp_path / f"export{len(servers)}", pages, **options)
+        servers.append(export.server)
+        return export
 
-def console_script() -> str:
-    return str(Path(sys.executable).parent / "worker-yolo-training")
+    yield make
+    for server in servers:
+        server.stop()

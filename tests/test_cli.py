@@ -1,47 +1,15 @@
 """The console script in local mode: extraction, errors before downloads, and the sample end to end."""
 
 import json
-import subprocess
 import tarfile
-from pathlib import Path
 
 import pytest
 import yaml
 import zstandard
 from PIL import Image
 
-from tests.conftest import SAMPLE, console_script
 from tests.exports import ExportBuilder, rectangle
-
-
-def run_cli(*args, env=None, check=True) -> subprocess.CompletedProcess:
-    process = subprocess.run(
-        [console_script(), *map(str, args)], capture_output=True, text=True, env=env, timeout=600
-    )
-    if check and process.returncode != 0:
-        raise AssertionError(f"exit {process.returncode}\n{process.stdout}\n{process.stderr}")
-    return process
-
-
-def run_local(
-    database: Path, config: Path, output: Path, *args, extract_only: bool = True, check: bool = True
-) -> subprocess.CompletedProcess:
-    """The console script in local mode (extraction only unless asked)."""
-    mode = ["--extract-only"] if extract_only else []
-    return run_cli(
-        "--dev", "--database", database, "--config", config, "--output", output, *mode, *args,
-        check=check,
-    )  # fmt: skip
-
-
-def write_config(path: Path, **values) -> Path:
-    path.write_text(yaml.safe_dump({"class_names": ["text_line", "illustration"], **values}))
-    return path
-
-
-def polygon_points(line: str) -> set[tuple[str, str]]:
-    values = line.split()[1:]
-    return set(zip(values[0::2], values[1::2], strict=False))
+from tests.helpers import SAMPLE, polygon_points, run_local, write_config
 
 
 @pytest.fixture

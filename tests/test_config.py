@@ -11,8 +11,8 @@ from worker_yolo_training.config import (
     Mode,
     TrainingConfig,
     parse_config,
-    read_config_file,
 )
+from worker_yolo_training.config_file import read_config_file
 
 MODEL = "0a0b0c0d-0000-4000-8000-000000000001"
 RUN = "0a0b0c0d-0000-4000-8000-000000000002"

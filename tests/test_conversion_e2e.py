@@ -32,7 +32,7 @@ from shapely import make_valid
 from shapely.geometry import Polygon, box
 
 from tests.exports import ExportBuilder, new_id, rectangle, seed_ids
-from tests.test_cli import run_local
+from tests.helpers import run_local
 
 CLASS_NAMES = ("text_line", "illustration")
 MODES = ("segment", "bbox", "obb")

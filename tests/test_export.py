@@ -29,23 +29,23 @@ def test_pages_with_grandchildren_multi_parent_children_and_no_image(builder):
     builder.add_to_set(dataset, "train", no_image)
     builder.add_to_set(dataset, "test", page)
 
-    export.open_export(builder.path)
-    pages = {page.id: page for page in export.iter_pages(dataset, "train")}
-    assert set(pages) == {page, no_image}
-    children = sorted(child.id for child in pages[page].children)
-    assert children == sorted([zone, line, shared])
-    assert pages[page].rotation_angle == 90 and pages[page].mirrored is True
-    assert pages[page].image.width == 1000 and pages[page].image.iiif_version == 2
-    assert pages[no_image].image is None and pages[no_image].children == []
-    assert [p.id for p in export.iter_pages(dataset, "test")] == [page]
-    assert export.set_sizes(dataset) == {"train": 2, "test": 1}
-    assert export.element_type_counts() == {"page": 2, "text_zone": 1, "text_line": 2}
-    assert export.list_datasets()[0].sets == ("train", "dev", "test")
+    with export.open_export(builder.path) as opened:
+        pages = {page.id: page for page in opened.iter_pages(dataset, "train")}
+        assert set(pages) == {page, no_image}
+        children = sorted(child.id for child in pages[page].children)
+        assert children == sorted([zone, line, shared])
+        assert pages[page].rotation_angle == 90 and pages[page].mirrored is True
+        assert pages[page].image.width == 1000 and pages[page].image.iiif_version == 2
+        assert pages[no_image].image is None and pages[no_image].children == []
+        assert [p.id for p in opened.iter_pages(dataset, "test")] == [page]
+        assert opened.set_sizes(dataset) == {"train": 2, "test": 1}
+        assert opened.element_type_counts() == {"page": 2, "text_zone": 1, "text_line": 2}
+        assert opened.list_datasets()[0].sets == ("train", "dev", "test")
 
 
-def count_statements(dataset_id: str, set_name: str) -> tuple[int, int]:
-    with export.StatementCounter() as counter:
-        pages = list(export.iter_pages(dataset_id, set_name))
+def count_statements(path, dataset_id: str, set_name: str) -> tuple[int, int]:
+    with export.open_export(path) as opened, export.StatementCounter() as counter:
+        pages = list(opened.iter_pages(dataset_id, set_name))
     return counter.count, len(pages)
 
 
@@ -61,7 +61,6 @@ def test_statements_do_not_grow_with_pages(tmp_path, pages):
                 builder.element("text_line", rectangle(1, 1, 10, 10), image, parents=(page,))
             builder.add_to_set(dataset, "train", page)
     builder.close()
-    export.open_export(builder.path)
-    statements, read = count_statements(dataset, "train")
+    statements, read = count_statements(builder.path, dataset, "train")
     assert read == pages
     assert statements == 2

@@ -1,19 +1,15 @@
 """The image pipeline against a loopback IIIF server: URLs, faults, cache, fetch-once."""
 
-import json
-import random
 import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from tests.exports import ExportBuilder, rectangle
-from tests.iiif_server import IIIFServer
-from tests.test_cli import run_local
+from tests.exports import rectangle
+from tests.helpers import all_failures, assert_complete_except, summary, written_elements
 from worker_yolo_training.config import parse_config
 from worker_yolo_training.dataset import Sample, build_sample
 from worker_yolo_training.export import ImageInfo, Page
@@ -44,98 +40,6 @@ from worker_yolo_training.images import CropRequest, iiif_url
 def test_iiif_url_per_version(version, crop, size, expected):
     image = ImageInfo("i", "http://s/iiif/i/", 1000, 800, version)
     assert iiif_url(CropRequest(image, crop, *size)) == expected
-
-
-class IIIFExport:
-    """An export of N pages whose images a loopback IIIF server serves."""
-
-    def __init__(self, root: Path, pages: int, version: int = 2, **faults):
-        self.root = root
-        self.images = root / "served"
-        self.images.mkdir(parents=True)
-        self.server = IIIFServer(images_dir=self.images, version=version, **faults).start()
-        builder = ExportBuilder(
-            root / "export.sqlite", iiif_base=self.server.base_url, iiif_version=version
-        )
-        dataset = builder.dataset()
-        rng = random.Random(3)
-        self.pages: dict[str, str] = {}  # element id → image id
-        for index in range(pages):
-            width, height = 600, 800
-            image = builder.image(width, height)
-            picture = Image.new("RGB", (width, height), (rng.randint(150, 255),) * 3)
-            ImageDraw.Draw(picture).rectangle([100, 100, 300, 140], fill="black")
-            picture.save(self.images / f"{image.id}.jpg")
-            page = builder.element("page", rectangle(50, 40, 500, 700), image)
-            builder.element("text_line", rectangle(100, 100, 200, 40), image, parents=(page,))
-            set_name = "train" if index % 4 else ("dev" if index % 8 == 0 else "test")
-            builder.add_to_set(dataset, set_name, page)
-            self.pages[page] = image.id
-        builder.close()
-        self.database = builder.path
-        self.dataset = dataset
-        self.config = root / "config.yml"
-        self.config.write_text(
-            yaml.safe_dump(
-                {"class_names": ["text_line"], "image_size": 320, "advanced.max_failed_images": 0.5}
-            )
-        )
-
-    def run(self, output: Path, *args, check=True):
-        return run_local(
-            self.database,
-            self.config,
-            output,
-            "--cache-dir",
-            self.root / "cache",
-            *args,
-            check=check,
-        )
-
-    def image_ids(self, count: int, seed: int = 0) -> list[str]:
-        return random.Random(seed).sample(sorted(self.pages.values()), count)
-
-
-@pytest.fixture
-def make_export(tmp_path):
-    servers = []
-
-    def make(pages: int = 40, **options) -> IIIFExport:
-        export = IIIFExport(tmp_path / f"export{len(servers)}", pages, **options)
-        servers.append(export.server)
-        return export
-
-    yield make
-    for server in servers:
-        server.stop()
-
-
-def summary(output: Path) -> dict:
-    return json.loads((output / "dataset" / "summary.json").read_text())
-
-
-def all_failures(output: Path) -> dict[str, dict]:
-    return {
-        failure["element"]: failure
-        for report in summary(output)["splits"].values()
-        for failure in report["failed_images"]
-    }
-
-
-def written_elements(output: Path) -> set[str]:
-    return {path.stem for path in (output / "dataset" / "images").glob("*/*.jpg")}
-
-
-def assert_complete_except(export: IIIFExport, output: Path, failed_images: set[str]):
-    expected = {element for element, image in export.pages.items() if image not in failed_images}
-    assert written_elements(output) == expected
-    labels = {path.stem for path in (output / "dataset" / "labels").glob("*/*.txt")}
-    assert labels == expected
-    for split in ("train", "val", "test"):
-        for image in (output / "dataset" / "images" / split).glob("*.jpg"):
-            with Image.open(image) as opened:
-                opened.load()
-                assert max(opened.size) == 320  # 500×700 crop fitted in 320
 
 
 def test_permanent_404_drops_only_its_elements_and_is_not_retried(make_export, tmp_path):

@@ -8,8 +8,7 @@ import time
 
 import yaml
 
-from tests.conftest import console_script
-from tests.test_images import IIIFExport
+from tests.helpers import IIIFExport, console_script
 
 
 def test_bad_configuration_stops_before_reading_anything(tmp_path):

@@ -8,18 +8,17 @@ the configurations users saved in Arkindex. Groups reach the worker as flat keys
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
-import yaml
 from teklia_toolbox.config import UNSET, ConfigParser
 from teklia_toolbox.config import ConfigurationError as ToolboxConfigurationError
+
+from worker_yolo_training.ultralytics_args import parse_training_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -146,113 +145,6 @@ def _model_id(value: Any) -> str:
     if not isinstance(value, str) or not UUID_PATTERN.match(value.strip()):
         raise ValueError(f"expected a model UUID, got {value!r}")
     return value.strip()
-
-
-# Training arguments the worker decides, or that have a key of their own
-WORKER_TRAINING_ARGUMENTS = {
-    **dict.fromkeys(
-        (
-            "data",
-            "model",
-            "cfg",
-            "project",
-            "name",
-            "save_dir",
-            "exist_ok",
-            "resume",
-            "task",
-            "mode",
-            "source",
-            "device",
-            "pretrained",
-            "split",
-            "save",
-            "tracker",
-            "format",
-        ),
-        "is decided by the worker",
-    ),
-    # The classes are `class_names`, in order: the report and the inference worker rely on it
-    "single_cls": "would merge `class_names` into one class",
-    "cls_remap": "would renumber `class_names`",
-    "classes": "would drop some of `class_names`: list only the ones to learn in `class_names`",
-    "epochs": "use `num_epochs`",
-    "imgsz": "use `image_size`",
-    "batch": "use `batch_size`",
-    "patience": "use `advanced.patience`",
-    "workers": "use `advanced.workers`",
-}
-# Ultralytics arguments of prediction and export only: they do nothing in training
-NOT_TRAINING_ARGUMENTS = {
-    "vid_stride", "stream_buffer", "visualize", "augment", "agnostic_nms", "retina_masks",
-    "embed", "show", "save_frames", "save_txt", "save_conf", "save_crop", "show_labels",
-    "show_conf", "show_boxes", "line_width", "optimize", "dynamic", "simplify", "opset",
-    "workspace", "dnn", "quantize", "nms", "half", "int8", "keras",
-}  # fmt: skip
-
-
-def ultralytics_defaults() -> dict[str, Any]:
-    """Ultralytics' argument defaults, read from its `cfg/default.yaml` without importing it
-    (importing Ultralytics takes seconds; configuration errors must come at once)."""
-    spec = importlib.util.find_spec("ultralytics")
-    if spec is None or not spec.submodule_search_locations:
-        return {}
-    path = Path(spec.submodule_search_locations[0]) / "cfg" / "default.yaml"
-    return yaml.safe_load(path.read_text()) or {}
-
-
-def _typed(value: Any) -> Any:
-    """Arkindex dict fields hold text: read `3`, `1e-3`, `true`, `[1, 2]` as numbers, YAML values."""
-    if not isinstance(value, str):
-        return value
-    for number in (int, float):
-        try:
-            return number(value)
-        except ValueError:
-            pass
-    try:
-        return yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
-
-
-# Ultralytics arguments whose default does not tell every allowed value
-OTHER_ALLOWED_VALUES = {"cache": ("ram", "disk")}
-
-
-def _matches(value: Any, default: Any) -> bool:
-    if default is None:
-        return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int | float):
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, type(default))
-
-
-def _training_kwargs(value: Any) -> dict:
-    if not isinstance(value, Mapping):
-        raise ValueError(f"expected a mapping of Ultralytics arguments to values, got {value!r}")
-    defaults = ultralytics_defaults()
-    allowed = set(defaults) - set(WORKER_TRAINING_ARGUMENTS) - NOT_TRAINING_ARGUMENTS
-    parsed, problems = {}, []
-    for key, raw in value.items():
-        typed = _typed(raw)
-        if key in WORKER_TRAINING_ARGUMENTS:
-            problems.append(f"{key!r} {WORKER_TRAINING_ARGUMENTS[key]}")
-        elif key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"{key!r} is not an Ultralytics training argument{hint}")
-        elif not _matches(typed, defaults[key]) and typed not in OTHER_ALLOWED_VALUES.get(key, ()):
-            expected = type(defaults[key]).__name__
-            problems.append(f"{key!r} expects a {expected} like {defaults[key]!r}, got {raw!r}")
-        else:
-            is_number = isinstance(typed, int | float) and not isinstance(typed, bool)
-            parsed[key] = float(typed) if isinstance(defaults[key], float) and is_number else typed
-    if problems:
-        raise ValueError("; ".join(problems))
-    return parsed
 
 
 # ---------------------------------------------------------------- the option table
@@ -382,7 +274,7 @@ OPTIONS: tuple[Option, ...] = (
         {},
         "Extra training hyperparameters",
         "Other Ultralytics training arguments, e.g. lr0: 0.01, optimizer: SGD.",
-        _training_kwargs,
+        parse_training_kwargs,
     ),
 )
 OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}
@@ -495,14 +387,3 @@ def parse_config(raw: Mapping[str, Any] | None) -> TrainingConfig:
         max_failed_images=values["advanced.max_failed_images"],
         training_kwargs=values["advanced.training_kwargs"],
     )
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a local configuration file: a flat or nested YAML mapping, or Arkindex's
-    `{"configuration": [{"key": ..., "value": ...}]}` form (what RetrieveWorkerRunConfiguration serves)."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(data, Mapping):
-        raise ConfigurationError([f"{path}: expected a YAML mapping, got {type(data).__name__}"])
-    if isinstance(data.get("configuration"), list):
-        return {item["key"]: item["value"] for item in data["configuration"]}
-    return dict(data)

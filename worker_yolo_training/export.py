@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,42 +89,9 @@ class StatementCounter:
         del export_database.execute_sql  # back to the class' method
 
 
-def open_export(path: Path) -> None:
-    """Point arkindex-export's models at this SQLite file."""
-    open_database(Path(path))
-
-
-def close_export() -> None:
-    if not export_database.is_closed():
-        export_database.close()
-
-
-def list_datasets() -> list[DatasetInfo]:
-    return [
-        DatasetInfo(id=dataset.id, name=dataset.name, sets=split_sets(dataset.sets))
-        for dataset in Dataset.select().order_by(Dataset.name)
-    ]
-
-
 def split_sets(sets: str) -> tuple[str, ...]:
     """The export stores a dataset's sets as one comma-separated text."""
     return tuple(name.strip() for name in (sets or "").split(",") if name.strip())
-
-
-def element_type_counts() -> dict[str, int]:
-    """How many elements of each type the export holds."""
-    query = Element.select(Element.type, fn.COUNT(Element.id)).group_by(Element.type)
-    return dict(query.tuples())
-
-
-def set_sizes(dataset_id: str) -> dict[str, int]:
-    """Number of elements in each set of a dataset (one statement)."""
-    query = (
-        DatasetElement.select(DatasetElement.set_name, fn.COUNT(DatasetElement.id))
-        .where(DatasetElement.dataset == dataset_id)
-        .group_by(DatasetElement.set_name)
-    )
-    return dict(query.tuples())
 
 
 def _dataset_elements(dataset_id: str, set_name: str):
@@ -190,33 +158,73 @@ def _polygon(text: str | None) -> list | None:
     return json.loads(text) if text else None
 
 
-def iter_pages(dataset_id: str, set_name: str) -> Iterator[Page]:
-    """Every dataset element of a set with all its descendants, streamed in id order."""
-    descendants = _descendants(dataset_id, set_name)
-    pending = next(descendants, None)
-    previous_id = None
-    for row in _dataset_elements(dataset_id, set_name):
-        (element_id, name, type_, polygon, angle, mirrored) = row[:6]
-        image_id, url, width, height, version = row[6:]
-        if element_id == previous_id:
-            continue
-        previous_id = element_id
-        page = Page(
-            id=element_id,
-            name=name,
-            type=type_,
-            polygon=_polygon(polygon),
-            rotation_angle=angle or 0,
-            mirrored=bool(mirrored),
-            image=ImageInfo(image_id, url, width, height, version or 2) if image_id else None,
+class Export:
+    """An open SQLite export (see `open_export`): its datasets, counts and pages."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def list_datasets(self) -> list[DatasetInfo]:
+        return [
+            DatasetInfo(id=dataset.id, name=dataset.name, sets=split_sets(dataset.sets))
+            for dataset in Dataset.select().order_by(Dataset.name)
+        ]
+
+    def element_type_counts(self) -> dict[str, int]:
+        """How many elements of each type the export holds."""
+        query = Element.select(Element.type, fn.COUNT(Element.id)).group_by(Element.type)
+        return dict(query.tuples())
+
+    def set_sizes(self, dataset_id: str) -> dict[str, int]:
+        """Number of elements in each set of a dataset (one statement)."""
+        query = (
+            DatasetElement.select(DatasetElement.set_name, fn.COUNT(DatasetElement.id))
+            .where(DatasetElement.dataset == dataset_id)
+            .group_by(DatasetElement.set_name)
         )
-        # Both streams are sorted by dataset element id: skip descendants of earlier roots
-        while pending is not None and pending[0] < element_id:
-            pending = next(descendants, None)
-        while pending is not None and pending[0] == element_id:
-            _, child_id, child_type, child_image, child_polygon, worker_run = pending
-            page.children.append(
-                Child(child_id, child_type, child_image, _polygon(child_polygon), worker_run)
+        return dict(query.tuples())
+
+    def iter_pages(self, dataset_id: str, set_name: str) -> Iterator[Page]:
+        """Every dataset element of a set with all its descendants, streamed in id order."""
+        descendants = _descendants(dataset_id, set_name)
+        pending = next(descendants, None)
+        previous_id = None
+        for row in _dataset_elements(dataset_id, set_name):
+            (element_id, name, type_, polygon, angle, mirrored) = row[:6]
+            image_id, url, width, height, version = row[6:]
+            if element_id == previous_id:
+                continue
+            previous_id = element_id
+            page = Page(
+                id=element_id,
+                name=name,
+                type=type_,
+                polygon=_polygon(polygon),
+                rotation_angle=angle or 0,
+                mirrored=bool(mirrored),
+                image=ImageInfo(image_id, url, width, height, version or 2) if image_id else None,
             )
-            pending = next(descendants, None)
-        yield page
+            # Both streams are sorted by dataset element id: skip descendants of earlier roots
+            while pending is not None and pending[0] < element_id:
+                pending = next(descendants, None)
+            while pending is not None and pending[0] == element_id:
+                _, child_id, child_type, child_image, child_polygon, worker_run = pending
+                page.children.append(
+                    Child(child_id, child_type, child_image, _polygon(child_polygon), worker_run)
+                )
+                pending = next(descendants, None)
+            yield page
+
+
+@contextmanager
+def open_export(path: Path) -> Iterator[Export]:
+    """Open a SQLite export for reading; closed on exit.
+
+    arkindex-export binds its models to one process-wide database: one export is open at a time.
+    """
+    open_database(Path(path))
+    try:
+        yield Export(path)
+    finally:
+        if not export_database.is_closed():
+            export_database.close()

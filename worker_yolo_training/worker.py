@@ -26,8 +26,8 @@ from worker_yolo_training.config import (
     ConfigurationError,
     TrainingConfig,
     parse_config,
-    read_config_file,
 )
+from worker_yolo_training.config_file import read_config_file
 from worker_yolo_training.dataset import (
     DEFAULT_CONCURRENCY,
     DatasetWriter,
@@ -210,9 +210,9 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         return self._scratch
 
     def _local_sets(self) -> list[DatasetSet]:
-        export.open_export(self.args.database)
         self.exports = {}
-        datasets = {dataset.id: dataset for dataset in export.list_datasets()}
+        with export.open_export(self.args.database) as opened:
+            datasets = {dataset.id: dataset for dataset in opened.list_datasets()}
         if self.args.set:
             wanted = [(str(dataset_id), name) for dataset_id, name in self.args.set]
         elif len(datasets) == 1:
@@ -253,8 +253,9 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         config = self.training_config
         splits = {}
         for dataset_id, path in self.exports.items():
-            export.open_export(path)
-            types = export.element_type_counts()
+            with export.open_export(path) as opened:
+                types = opened.element_type_counts()
+                sizes = opened.set_sizes(dataset_id)
             missing = [name for name in config.class_names if name not in types]
             if missing:
                 existing = ", ".join(f"{t} ({n})" for t, n in sorted(types.items()))
@@ -262,7 +263,6 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
                     f"`class_names` {', '.join(missing)} not found in the export of dataset "
                     f"{dataset_id}. Element types there: {existing}"
                 )
-            sizes = export.set_sizes(dataset_id)
             for dataset_set in sets:
                 if dataset_set.dataset.id == dataset_id and split_of(dataset_set.name):
                     split = split_of(dataset_set.name)
@@ -296,11 +296,11 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
 
     def process_set(self, dataset_set: DatasetSet) -> None:
         """Convert one set's elements into images and labels of its split."""
-        export.open_export(self.exports[dataset_set.dataset.id])
         logger.info(f"Extracting set {dataset_set.name} of dataset {dataset_set.dataset.name}")
-        self.writer.add_set(
-            dataset_set.name, export.iter_pages(dataset_set.dataset.id, dataset_set.name)
-        )
+        with export.open_export(self.exports[dataset_set.dataset.id]) as opened:
+            self.writer.add_set(
+                dataset_set.name, opened.iter_pages(dataset_set.dataset.id, dataset_set.name)
+            )
 
     def run(self) -> None:
         """Configure, extract every set, train, evaluate, package and publish."""
@@ -380,7 +380,6 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         logger.info(f"Extraction SQL statements: {statements.count}")
         if self.args.no_cache:
             shutil.rmtree(self.store.folder, ignore_errors=True)
-        export.close_export()
         return self.writer.finish()
 
     def train_and_evaluate(self, base_model: str, data_yaml: Path) -> tuple[Path, str]:
