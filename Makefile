@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SAMPLE := worker_yolo_training/sample
 DEMO_OUTPUT ?= demo-output
 
-.PHONY: demo test lint sample production-demo clean
+.PHONY: demo test lint sample manifests production-demo clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ production-demo: $(BIN)/.installed
 
 sample: $(BIN)/.installed
 	$(BIN)/python scripts/make_sample.py
+
+# Manifests and README's option table, from the options declared in worker_yolo_training/config.py
+manifests: $(BIN)/.installed
+	$(BIN)/python -m worker_yolo_training.manifests
 
 clean:
 	rm -rf $(DEMO_OUTPUT) .pytest_cache

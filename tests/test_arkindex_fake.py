@@ -161,13 +161,6 @@ def test_errors_use_the_arkindex_format(fake_arkindex):
         "unknown",
     ]
 
-    # Injected errors, before any processing
-    fake_arkindex.fail_next("RetrieveTask", status=403)
-    with pytest.raises(ArkindexClientError) as excinfo:
-        client.request("RetrieveTask", id=fake_arkindex.task_id)
-    assert excinfo.value.status_code == 403
-    assert client.request("RetrieveTask", id=fake_arkindex.task_id)["parents"] == []
-
     # Outside the schema
     response = requests.get(f"{fake_arkindex.url}/api/v1/elements/", timeout=5)
     assert response.status_code == 404
@@ -201,15 +194,6 @@ def test_servers_are_stopped(tmp_path):
     for url in urls:
         with pytest.raises(requests.ConnectionError):
             requests.get(url, timeout=5)
-
-
-def test_server_errors_are_retried(fake_arkindex, monkeypatch):
-    disable_retry_waits(monkeypatch)
-    fake_arkindex.apply_env(monkeypatch)
-    client = ArkindexClient(**options_from_env())
-    fake_arkindex.fail_next("RetrieveWorkerRun", status=502, times=2)
-    assert client.request("RetrieveWorkerRun", id=fake_arkindex.worker_run_id)["id"]
-    assert [r.status for r in fake_arkindex.requests] == [502, 502, 200]
 
 
 # Worker configuration and datasets
@@ -393,36 +377,6 @@ def test_publish_aborts_on_s3_failure(
     assert fake_arkindex.s3.pending_multipart_uploads() == []
     assert not fake_arkindex.s3.exists(version.s3_key)
     assert len(fake_arkindex.s3_failed_puts) == part_requests
-
-
-def test_publish_retries_a_failed_part(fake_arkindex, worker, model_dir, monkeypatch):
-    disable_retry_waits(monkeypatch)
-    fake_arkindex.s3_part_failure = "server_error"
-    fake_arkindex.s3_part_failure_count = 1
-
-    worker.publish_model_version(model_dir, fake_arkindex.model_id)
-
-    (version,) = fake_arkindex.created_model_versions()
-    (upload,) = fake_arkindex.uploads_for(version.id)
-    assert [p["part_number"] for p in upload.part_requests] == [1, 1, 2]
-    assert version.state == "available"
-
-
-@pytest.mark.parametrize("error_format", ["legacy", "validation_error"])
-def test_duplicate_tag(fake_arkindex, worker, model_dir, error_format):
-    fake_arkindex.add_model_version(tag="v1")
-    fake_arkindex.duplicate_tag_error_format = error_format
-
-    if error_format == "legacy":
-        # base-worker retries without the tag only for this old error format
-        worker.publish_model_version(model_dir, fake_arkindex.model_id, tag="v1")
-        bodies = [r.body for r in fake_arkindex.requests_for("CreateModelVersion")]
-        assert [b.get("tag") for b in bodies] == ["v1", None]
-        assert fake_arkindex.created_model_versions()[0].state == "available"
-    else:
-        with pytest.raises(ArkindexValidationError):
-            worker.publish_model_version(model_dir, fake_arkindex.model_id, tag="v1")
-        assert fake_arkindex.operation_ids()[-1] == "CreateModelVersion"
 
 
 def test_upload_artifact(fake_arkindex, worker):

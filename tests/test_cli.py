@@ -137,6 +137,10 @@ def test_sample_end_to_end(tmp_path):
     config = tmp_path / "config.yml"
     config.write_text(yaml.safe_dump({**sample_config, "num_epochs": 1}))
     output = tmp_path / "out"
+    # A previous run's outputs in the same folder must not end in this run's archive
+    for stale in ("eval_other/stale.png", "training/stale.csv", "eval_test/stale.png"):
+        (output / stale).parent.mkdir(parents=True, exist_ok=True)
+        (output / stale).write_text("old run")
     run_local(
         SAMPLE / "export.sqlite",
         config,
@@ -166,6 +170,8 @@ def test_sample_end_to_end(tmp_path):
     } <= roots
     assert not any(name.endswith(".pt") for name in names)
     assert "training/results.csv" in names
+    assert not any("stale" in name or "eval_other" in name for name in names)
+    assert not list(output.glob("eval_other")) and not list(output.rglob("stale*"))
 
     metrics = json.loads((output / "metrics.json").read_text())
     assert set(metrics) == {"train", "val", "test"}

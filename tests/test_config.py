@@ -13,6 +13,7 @@ from worker_yolo_training.config import (
     parse_config,
 )
 from worker_yolo_training.config_file import read_config_file
+from worker_yolo_training.tasks import architecture_name, task_for, weights_name
 
 MODEL = "0a0b0c0d-0000-4000-8000-000000000001"
 RUN = "0a0b0c0d-0000-4000-8000-000000000002"
@@ -22,8 +23,9 @@ def test_defaults():
     config = parse_config({"class_names": ["text_line"]})
     assert config == TrainingConfig(class_names=("text_line",))
     assert config.mode is Mode.Segment
-    assert config.weights_name == "yolov8m-seg.pt"
-    assert config.architecture_name == "yolov8m-seg.yaml"
+    task = task_for(config.mode)
+    assert weights_name(task, config.model_size) == "yolov8m-seg.pt"
+    assert architecture_name(task, config.model_size) == "yolov8m-seg.yaml"
 
 
 @pytest.mark.parametrize(
@@ -36,7 +38,7 @@ def test_defaults():
 )
 def test_weights_name_per_mode_and_size(mode, size, weights):
     config = parse_config({"class_names": ["a"], "mode": mode, "ultralytics_model_size": size})
-    assert config.weights_name == weights
+    assert weights_name(task_for(config.mode), config.model_size) == weights
 
 
 def test_flat_and_nested_advanced_keys_mean_the_same(tmp_path):

@@ -11,10 +11,11 @@ from PIL import Image
 from tests.exports import rectangle
 from tests.helpers import all_failures, assert_complete_except, summary, written_elements
 from worker_yolo_training.config import parse_config
-from worker_yolo_training.dataset import Sample, build_sample
 from worker_yolo_training.export import ImageInfo, Page
 from worker_yolo_training.geometry import Box, Skip
 from worker_yolo_training.images import CropRequest, iiif_url
+from worker_yolo_training.sample import Sample
+from worker_yolo_training.tasks import task_for
 
 
 @pytest.mark.parametrize(
@@ -203,6 +204,7 @@ def test_crops_too_small_for_ultralytics_are_skipped_and_counted():
         mirrored=False, image=ImageInfo("img", "http://s/img", 1000, 1000, 2),
     )  # fmt: skip
     config = parse_config({"class_names": ["word"], "image_size": 640})
+    build_sample = task_for(config.mode).build_sample
     assert build_sample(page, config) is Skip.TooSmall
     page.polygon = rectangle(0, 0, 300, 12)
     assert isinstance(build_sample(page, config), Sample)

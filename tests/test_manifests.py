@@ -22,6 +22,7 @@ from worker_configuration.convert import convert_worker
 from worker_configuration.validator import validate_file, validate_files
 
 from worker_yolo_training.config import GROUP_SEPARATOR, OPTIONS, parse_config
+from worker_yolo_training.manifests import generated_files, readme_with_options
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD_MANIFEST = ROOT / ".arkindex.yml"
@@ -172,57 +173,26 @@ def test_old_manifest_converts_to_the_new_one(tmp_path):
     assert {item["key"]: item for item in converted["configuration"]} == expected
 
 
-# ---------------------------------------------------------------- manifests == OPTIONS
+# ---------------------------------------------------------------- generated from the options
 
 
-def test_new_manifest_matches_options():
-    worker = new_worker()
-    fields = new_fields(worker)
-    assert list(fields) == [option.key for option in OPTIONS]
-
-    for option in OPTIONS:
-        field = fields[option.key]
-        assert field["type"] == option.kind, option.key
-        assert field.get("many", False) is option.many, option.key
-        assert field["display_name"] == option.title, option.key
-        assert field.get("help_text") == option.help, option.key
-        assert field.get("choices", []) == list(option.choices), option.key
-        assert field.get("required", False) is option.required, option.key
-        assert field.get("editable", True) is True, option.key
-        if option.default is UNSET or option.default is None:
-            assert field.get("default") is None, option.key
-        else:
-            assert as_json(field.get("default")) == as_json(option.default), option.key
-
-    # Dotted keys reach the worker through groups only
-    for item in worker["configuration"]:
-        assert GROUP_SEPARATOR not in item["key"], item["key"]
-        for child in item.get("children", []):
-            assert GROUP_SEPARATOR not in child["key"], child["key"]
+def test_committed_files_equal_the_generated_ones():
+    """Manifests and README's option table derive from `config.OPTIONS`: `make manifests`."""
+    for path, content in generated_files().items():
+        assert path.read_text() == content, f"{path.name} is stale: run `make manifests`"
 
 
-def test_old_manifest_matches_options():
-    (worker,) = old_workers()
-    fields = old_fields(worker)
-    assert list(fields) == [option.key for option in OPTIONS]
+def test_readme_table_is_regenerated_between_its_markers():
+    readme = "intro\n<!-- options:start -->\nold\n<!-- options:end -->\nrest\n"
+    updated = readme_with_options(readme)
+    assert updated.startswith("intro\n<!-- options:start -->\n| key |")
+    assert updated.endswith("<!-- options:end -->\nrest\n")
+    assert all(f"| `{option.key}` |" in updated for option in OPTIONS)
 
-    for option in OPTIONS:
-        field = fields[option.key]
-        if option.many:
-            assert (field["type"], field.get("subtype")) == (
-                "list",
-                OLD_LIST_SUBTYPES[option.kind],
-            ), option.key
-        else:
-            assert field["type"] == option.kind, option.key
-            assert "subtype" not in field, option.key
-        assert field["title"] == option.title, option.key
-        assert field.get("choices", []) == list(option.choices), option.key
-        assert field.get("required", False) is option.required, option.key
-        if option.default is UNSET or option.default is None:
-            assert field.get("default") is None, option.key
-        else:
-            assert as_json(field.get("default")) == as_json(option.default), option.key
+
+def test_every_option_is_in_both_manifests():
+    assert list(new_fields(new_worker())) == [option.key for option in OPTIONS]
+    assert list(old_fields(old_workers()[0])) == [option.key for option in OPTIONS]
 
 
 @pytest.mark.parametrize("which", ["old", "new"])
@@ -261,17 +231,3 @@ def test_docker_shared_memory_fits_data_loaders():
     sizes.append(new_worker()["docker"]["shm_size"])
     for size in sizes:
         assert memory_bytes(size) >= MIN_SHM_BYTES, size
-
-
-def test_worker_attributes_agree():
-    ours = new_worker()
-    for worker in old_workers():
-        assert worker["name"] == ours["display_name"]
-        for key in ("slug", "type", "gpu_usage", "model_usage", "docker"):
-            assert worker[key] == ours[key], key
-        description = ROOT / worker["description"]
-        assert description.is_file(), f"{worker['description']} does not exist"
-        assert description.read_text().strip() == ours["description"].strip()
-    # Training needs a GPU to be practical but runs on a CPU; fine-tuning takes a model version
-    assert ours["gpu_usage"] == "supported"
-    assert ours["model_usage"] == "supported"

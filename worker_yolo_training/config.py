@@ -10,8 +10,8 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -33,21 +33,11 @@ IMAGE_SIZE_STRIDE = 32
 
 
 class Mode(StrEnum):
-    """What the model predicts for each object."""
+    """What the model predicts; what each mode means is its task (`worker_yolo_training.tasks`)."""
 
     Segment = "segment"
     BBox = "bbox"
     OBB = "obb"
-
-    @property
-    def task(self) -> str:
-        """The Ultralytics task trained for this mode."""
-        return {"segment": "segment", "bbox": "detect", "obb": "obb"}[self.value]
-
-    @property
-    def weights_suffix(self) -> str:
-        """Suffix of Ultralytics' file names for this task (`yolov8m-seg.pt`)."""
-        return {"segment": "-seg", "bbox": "", "obb": "-obb"}[self.value]
 
 
 class ConfigurationError(ValueError):
@@ -85,6 +75,18 @@ def _int(minimum: int, extra: tuple[int, ...] = ()) -> Callable[[Any], int]:
         return number
 
     return parse
+
+
+def _image_size(value: Any) -> int:
+    """A multiple of 32: Ultralytics rounds image sizes to its largest stride, we do it visibly."""
+    size = _int(IMAGE_SIZE_STRIDE)(value)
+    if size % IMAGE_SIZE_STRIDE:
+        rounded = round(size / IMAGE_SIZE_STRIDE) * IMAGE_SIZE_STRIDE
+        logger.warning(
+            f"`image_size` {size} is not a multiple of {IMAGE_SIZE_STRIDE}: using {rounded}"
+        )
+        return rounded
+    return size
 
 
 def _fraction(value: Any) -> float:
@@ -147,15 +149,16 @@ def _model_id(value: Any) -> str:
     return value.strip()
 
 
-# ---------------------------------------------------------------- the option table
+# ---------------------------------------------------------------- the options
 
 
 @dataclass(frozen=True)
 class Option:
-    """One configuration key, as users see it in the Arkindex modal and in YAML files."""
+    """One configuration key, as users see it in the Arkindex modal and in YAML files. Declared
+    once, on its `TrainingConfig` field (`option()`); the manifests are generated from it."""
 
     key: str
-    kind: str  # manifest type: element_type (many), model, enum, int, float, bool, string (many), dict
+    kind: str  # manifest type: element_type, model, enum, int, float, bool, string, dict
     default: Any
     title: str
     help: str
@@ -164,36 +167,67 @@ class Option:
     required: bool = False
     many: bool = False
 
+    @property
+    def group(self) -> str | None:
+        """The manifest group of a flat key (`advanced` for `advanced.patience`)."""
+        return self.key.split(GROUP_SEPARATOR)[0] if GROUP_SEPARATOR in self.key else None
 
-OPTIONS: tuple[Option, ...] = (
-    Option(
+
+def option(
+    key: str,
+    kind: str,
+    default: Any,
+    title: str,
+    help: str,
+    parse: Callable[[Any], Any],
+    *,
+    choices: tuple[str, ...] = (),
+    many: bool = False,
+) -> Any:
+    """A `TrainingConfig` field declared as a configuration option (the only place an option is
+    written). `UNSET` as default makes it required."""
+    declared = Option(key, kind, default, title, help, parse, choices, default is UNSET, many)
+    if default is UNSET:
+        return field(metadata={"option": declared})
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"option": declared})
+    return field(default=default, metadata={"option": declared})
+
+
+MODES = tuple(mode.value for mode in Mode)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Everything the worker was asked to do, typed and validated; each field is an option."""
+
+    class_names: tuple[str, ...] = option(
         "class_names",
         "element_type",
         UNSET,
         "Element types to predict",
         "Slugs of the element types the model learns to find; the class index is the order of this list.",
         _class_names,
-        required=True,
         many=True,
-    ),
-    Option(
+    )
+    target_model_id: str | None = option(
         "target_model_id",
         "model",
         None,
         "Model that receives the new version",
         "The Arkindex model in which the trained weights are published (required in Arkindex).",
         _model_id,
-    ),
-    Option(
+    )
+    mode: Mode = option(  # noqa: RUF009 (option() is a dataclass field)
         "mode",
         "enum",
-        "segment",
+        Mode.Segment,
         "Prediction mode",
         "segment: masks (polygons); bbox: axis-aligned boxes; obb: oriented boxes.",
-        _choice(tuple(mode.value for mode in Mode)),
-        choices=tuple(mode.value for mode in Mode),
-    ),
-    Option(
+        lambda value: Mode(_choice(MODES)(value)),
+        choices=MODES,
+    )
+    model_size: str = option(
         "ultralytics_model_size",
         "enum",
         "v8m",
@@ -201,49 +235,51 @@ OPTIONS: tuple[Option, ...] = (
         "Ultralytics architecture and size (n, s, m, l, x) of YOLOv8, YOLO11 or YOLO26.",
         _choice(MODEL_SIZES),
         choices=MODEL_SIZES,
-    ),
-    Option(
+    )
+    image_size: int = option(
         "image_size",
         "int",
         640,
         "Image size",
         "Longest side, in pixels, of the training images (a multiple of 32).",
-        _int(IMAGE_SIZE_STRIDE),
-    ),
-    Option(
+        _image_size,
+    )
+    batch_size: int = option(
         "batch_size",
         "int",
         16,
         "Batch size",
         "Images per training batch; -1 lets Ultralytics pick one that fits the GPU memory.",
         _int(1, extra=(-1,)),
-    ),
-    Option("num_epochs", "int", 100, "Epochs", "Number of training epochs.", _int(1)),
-    Option(
+    )
+    num_epochs: int = option(
+        "num_epochs", "int", 100, "Epochs", "Number of training epochs.", _int(1)
+    )
+    pretrained: bool = option(
         "advanced.pretrained",
         "bool",
         True,
         "Start from pretrained weights",
         "Start from Ultralytics' COCO weights; false trains from the architecture alone.",
         _bool,
-    ),
-    Option(
+    )
+    patience: int = option(
         "advanced.patience",
         "int",
         50,
         "Early-stopping patience",
         "Epochs without improvement before training stops.",
         _int(0),
-    ),
-    Option(
+    )
+    workers: int = option(
         "advanced.workers",
         "int",
         8,
         "Data-loader workers",
         "Processes loading training images (forced to 0 on CPU).",
         _int(0),
-    ),
-    Option(
+    )
+    worker_runs: tuple[str, ...] = option(
         "advanced.worker_runs",
         "string",
         (),
@@ -251,72 +287,42 @@ OPTIONS: tuple[Option, ...] = (
         "Only use annotations created by these worker run IDs and/or 'manual' (no worker run). Empty: all.",
         _worker_runs,
         many=True,
-    ),
-    Option(
+    )
+    contrast: bool = option(
         "advanced.contrast",
         "bool",
         False,
         "Enhance contrast",
         "Convert images to grayscale and equalise their histogram.",
         _bool,
-    ),
-    Option(
+    )
+    max_failed_images: float = option(
         "advanced.max_failed_images",
         "float",
         0.05,
         "Tolerated image failures",
         "Fraction of a split's images that may fail to download before the run stops.",
         _fraction,
-    ),
-    Option(
+    )
+    training_kwargs: dict = option(  # noqa: RUF009 (option() is a dataclass field)
         "advanced.training_kwargs",
         "dict",
         {},
         "Extra training hyperparameters",
         "Other Ultralytics training arguments, e.g. lr0: 0.01, optimizer: SGD.",
         parse_training_kwargs,
-    ),
-)
-OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}
+    )
 
 
-# ---------------------------------------------------------------- the typed configuration
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """Everything the worker was asked to do, typed and validated."""
-
-    class_names: tuple[str, ...]
-    target_model_id: str | None = None
-    mode: Mode = Mode.Segment
-    model_size: str = "v8m"
-    image_size: int = 640
-    batch_size: int = 16
-    num_epochs: int = 100
-    pretrained: bool = True
-    patience: int = 50
-    workers: int = 8
-    worker_runs: tuple[str, ...] = ()
-    contrast: bool = False
-    max_failed_images: float = 0.05
-    training_kwargs: dict = field(default_factory=dict)
-
-    @property
-    def weights_name(self) -> str:
-        """File name of Ultralytics' pretrained weights for this size and mode."""
-        return f"yolo{self.model_size}{self.mode.weights_suffix}.pt"
-
-    @property
-    def architecture_name(self) -> str:
-        """File name of Ultralytics' architecture for this size and mode (no download needed)."""
-        return f"yolo{self.model_size}{self.mode.weights_suffix}.yaml"
+OPTION_FIELDS = {item.metadata["option"].key: item.name for item in fields(TrainingConfig)}
+OPTIONS: tuple[Option, ...] = tuple(item.metadata["option"] for item in fields(TrainingConfig))
+OPTIONS_BY_KEY = {declared.key: declared for declared in OPTIONS}
 
 
 def flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Turn nested groups (`advanced: {x: 1}`) into Arkindex's flat keys (`advanced.x`)."""
     flat = {}
-    groups = {key.split(GROUP_SEPARATOR)[0] for key in OPTIONS_BY_KEY if GROUP_SEPARATOR in key}
+    groups = {declared.group for declared in OPTIONS if declared.group}
     for key, value in raw.items():
         if key in groups and isinstance(value, Mapping):
             for child, child_value in value.items():
@@ -328,8 +334,8 @@ def flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def _parser() -> ConfigParser:
     parser = ConfigParser()
-    for option in OPTIONS:
-        parser.add_option(option.key, type=option.parse, default=option.default)
+    for declared in OPTIONS:
+        parser.add_option(declared.key, type=declared.parse, default=declared.default)
     return parser
 
 
@@ -345,45 +351,28 @@ def _describe(key: str, message: Any, raw: Mapping[str, Any]) -> str:
     return f"`{key}`: {message}{shown}"
 
 
+def warn_unknown_keys(flat: Mapping[str, Any], ignored: Iterable[str] = ()) -> None:
+    """Unknown keys are ignored with a warning naming the closest known key; `ignored` keys
+    (another worker's, merged in by Arkindex) are ignored quietly."""
+    quiet = set(ignored)
+    for key in flat:
+        if key not in OPTIONS_BY_KEY and key not in quiet:
+            close = difflib.get_close_matches(key, OPTIONS_BY_KEY, n=1)
+            hint = f"; did you mean `{close[0]}`?" if close else ""
+            logger.warning(f"Unknown configuration key `{key}` is ignored{hint}")
+
+
 def parse_config(raw: Mapping[str, Any] | None) -> TrainingConfig:
     """Parse a raw configuration mapping, reporting every problem at once.
 
     :raises ConfigurationError: listing each key at fault, its value and what is allowed.
     """
     flat = flatten(raw or {})
-    for key in flat:
-        if key not in OPTIONS_BY_KEY:
-            close = difflib.get_close_matches(key, OPTIONS_BY_KEY, n=1)
-            hint = f"; did you mean `{close[0]}`?" if close else ""
-            logger.warning(f"Unknown configuration key `{key}` is ignored{hint}")
+    warn_unknown_keys(flat)
     try:
         values = _parser().parse_data(flat)
     except ToolboxConfigurationError as error:
         raise ConfigurationError(
             [_describe(key, message, flat) for key, message in error.errors.items()]
         ) from None
-
-    image_size = values["image_size"]
-    if image_size % IMAGE_SIZE_STRIDE:
-        rounded = round(image_size / IMAGE_SIZE_STRIDE) * IMAGE_SIZE_STRIDE
-        logger.warning(
-            f"`image_size` {image_size} is not a multiple of {IMAGE_SIZE_STRIDE}: using {rounded}"
-        )
-        image_size = rounded
-
-    return TrainingConfig(
-        class_names=values["class_names"],
-        target_model_id=values["target_model_id"],
-        mode=Mode(values["mode"]),
-        model_size=values["ultralytics_model_size"],
-        image_size=image_size,
-        batch_size=values["batch_size"],
-        num_epochs=values["num_epochs"],
-        pretrained=values["advanced.pretrained"],
-        patience=values["advanced.patience"],
-        workers=values["advanced.workers"],
-        worker_runs=tuple(values["advanced.worker_runs"]),
-        contrast=values["advanced.contrast"],
-        max_failed_images=values["advanced.max_failed_images"],
-        training_kwargs=values["advanced.training_kwargs"],
-    )
+    return TrainingConfig(**{name: values[key] for key, name in OPTION_FIELDS.items()})

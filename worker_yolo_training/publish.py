@@ -11,9 +11,9 @@ from pathlib import Path
 from arkindex_worker.utils import create_tar_zst_archive
 
 from worker_yolo_training.config import Mode, TrainingConfig
+from worker_yolo_training.layout import RunLayout
 
 MODEL_FILE = "model.pt"
-RESULTS_ARCHIVE = "results.tar.zst"
 
 
 def build_model_dir(best_weights: Path, model_dir: Path) -> Path:
@@ -46,10 +46,17 @@ def model_description(config: TrainingConfig, table: str) -> str:
     )
 
 
-def build_results_archive(
-    folders: Iterable[Path], files: Iterable[Path], destination: Path
-) -> Path:
-    """`results.tar.zst`: the given folders (minus weights) and files, at the archive root."""
+def results_members(layout: RunLayout, splits: Iterable[str]) -> tuple[list[Path], list[Path]]:
+    """What `results.tar.zst` holds: folders (without weights) and files, at the archive root."""
+    folders = [layout.training, *(layout.evaluation(split) for split in splits)]
+    files = [layout.metrics, layout.evaluation_md, layout.summary]
+    return folders, files
+
+
+def build_results_archive(layout: RunLayout, splits: Iterable[str], destination: Path) -> Path:
+    """`results.tar.zst`: this run's training and evaluation folders (minus weights) and its
+    metrics, evaluation table and extraction summary."""
+    folders, files = results_members(layout, splits)
     with tempfile.TemporaryDirectory(prefix="yolo-results-") as staging:
         staging = Path(staging)
         for folder in folders:

@@ -12,13 +12,15 @@ def _values(values: Sequence[float]) -> dict[str, float]:
     return {name: round(float(value), 5) for name, value in zip(METRIC_NAMES, values, strict=True)}
 
 
-def split_metrics(metrics: Any, class_names: Sequence[str], images: int) -> dict:
-    """One split's metrics: overall and per class, box and (segment mode) mask.
+def split_metrics(
+    metrics: Any, class_names: Sequence[str], images: int, kinds: Sequence[str]
+) -> dict:
+    """One split's detection metrics: overall and per class, for each kind (box, mask) in the
+    order of Ultralytics' results.
 
     Ultralytics only computes per-class values for classes present in the split
     (`ap_class_index`); other classes are reported as absent rather than with made-up zeros.
     """
-    kinds = ["box"] + (["mask"] if hasattr(metrics, "seg") else [])
     means = metrics.mean_results()
     instances = metrics.nt_per_class if metrics.nt_per_class is not None else [0] * len(class_names)
     images_with = (

@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 from worker_yolo_training.config import TrainingConfig
+from worker_yolo_training.tasks import architecture_name, task_for, weights_name
 
 logger = logging.getLogger(__name__)
 
@@ -98,20 +99,25 @@ def resolve_base_model(
     """
     if finetune_dir is not None:
         return finetuned_model(finetune_dir, config)
+    task = task_for(config.mode)
+    architecture, weights = (
+        architecture_name(task, config.model_size),
+        weights_name(task, config.model_size),
+    )
     if not config.pretrained:
-        return config.architecture_name
-    target = Path(weights_dir) / config.weights_name
+        return architecture
+    target = Path(weights_dir) / weights
     if target.is_file():
         return str(target)
-    url = WEIGHTS_URL.format(name=config.weights_name)
+    url = WEIGHTS_URL.format(name=weights)
     logger.info(f"Downloading pretrained weights {url} to {target}")
     try:
         _download(url, target)
     except requests.RequestException as error:
         raise BaseModelError(
-            f"Could not download the pretrained weights {config.weights_name} ({error}). "
+            f"Could not download the pretrained weights {weights} ({error}). "
             f"Place the file at {target}, or set `advanced.pretrained: false` to train "
-            f"{config.architecture_name} from scratch."
+            f"{architecture} from scratch."
         ) from error
     return str(target)
 
@@ -149,12 +155,27 @@ def select_device(batch_size: int) -> Device:
 
 
 def train(
-    config: TrainingConfig, base_model: str, data_yaml: Path, output_dir: Path, device: Device
+    config: TrainingConfig,
+    base_model: str,
+    data_yaml: Path,
+    output_dir: Path,
+    device: Device,
+    resume_from: Path | None = None,
 ) -> Path:
-    """Train, writing Ultralytics' run folder to `output_dir/training`; returns best weights."""
+    """Train, writing Ultralytics' run folder to `output_dir/training`; returns best weights.
+
+    `resume_from` (a `last.pt`) continues an interrupted training with Ultralytics' resume: its
+    own arguments are reused, only the device and data loaders are set again.
+    """
     from ultralytics import YOLO
 
-    model = YOLO(base_model, task=config.mode.task)
+    if resume_from is not None:
+        model = YOLO(str(resume_from), task=task_for(config.mode).ultralytics_task)
+        results = model.train(
+            resume=True, data=str(data_yaml), device=device.argument, workers=config.workers
+        )
+        return _best_weights(results, model)
+    model = YOLO(base_model, task=task_for(config.mode).ultralytics_task)
     arguments = {
         "data": str(data_yaml),
         "epochs": config.num_epochs,
@@ -172,7 +193,10 @@ def train(
         "plots": True,
         "verbose": True,
     }
-    results = model.train(**arguments)
+    return _best_weights(model.train(**arguments), model)
+
+
+def _best_weights(results, model) -> Path:
     save_dir = Path(getattr(results, "save_dir", None) or model.trainer.save_dir)
     best = save_dir / "weights" / "best.pt"
     if not best.is_file():
@@ -191,7 +215,7 @@ def evaluate(
     """Evaluate weights on one split into `output_dir/eval_<split>`; returns Ultralytics' metrics."""
     from ultralytics import YOLO
 
-    model = YOLO(str(weights), task=config.mode.task)
+    model = YOLO(str(weights), task=task_for(config.mode).ultralytics_task)
     return model.val(
         data=str(data_yaml),
         split=split,

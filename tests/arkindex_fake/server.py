@@ -17,7 +17,6 @@ import sqlite3
 import tempfile
 import threading
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,7 +35,6 @@ SCHEMA_PATH = Path(__file__).with_name("schema.json")
 SCHEMA_ENDPOINT = "/api/v1/openapi/"
 S3_FAILURE_PREFIX = "/_fake_s3_failure"
 
-DUPLICATE_TAG_DETAIL = "A version for this model with this tag already exists."
 
 # What the fake S3 endpoint answers to part uploads when S3 failures are switched on
 S3_FAILURES = {
@@ -211,8 +209,7 @@ class FakeArkindex:
     Change the scenario by mutating attributes or calling helpers *before* the code
     under test calls the API: :attr:`configuration`, :attr:`process_mode`,
     :meth:`add_dataset`, :meth:`add_export`, :meth:`set_worker_run_model_version`,
-    :attr:`start_export_conflict`, :attr:`new_export_state`, :attr:`s3_part_failure`,
-    :meth:`fail_next`, ...
+    :attr:`start_export_conflict`, :attr:`new_export_state`, :attr:`s3_part_failure`, ...
     """
 
     def __init__(
@@ -297,10 +294,6 @@ class FakeArkindex:
         self.new_export_state = "done"
         self._clock = 0
 
-        # Model version tag conflicts: "validation_error" (Arkindex's standard error
-        # format) or "legacy" ({"non_field_errors": [...]}, the only one base-worker
-        # 0.6.0 recognises to retry CreateModelVersion without the tag)
-        self.duplicate_tag_error_format = "validation_error"
         # Check on CompleteMultipartUpload that the S3 object's size and MD5 match the
         # model version's size and archive_hash
         self.verify_archives = True
@@ -316,7 +309,6 @@ class FakeArkindex:
         self.artifacts: dict[str, dict] = {}
 
         # Error injection: operationId -> deque of (status, content)
-        self._injected_errors: dict[str, deque] = {}
 
         self.requests: list[RecordedRequest] = []
         self.schema_violations: list[str] = []
@@ -558,25 +550,6 @@ class FakeArkindex:
         self.exports[export.id] = export
         return export
 
-    def fail_next(
-        self, operation_id: str, status: int = 500, content: Any = None, times: int = 1
-    ) -> None:
-        """Answer the next ``times`` calls of ``operation_id`` with an error, before any
-        processing. ``content`` defaults to an Arkindex-format error for ``status``.
-        Note: arkindex-client retries 5xx answers 5 times, sleeping 3, 4, 8 and 16 s
-        (see :func:`tests.arkindex_fake.disable_retry_waits`)."""
-        assert operation_id in self._operations, f"Unknown operation {operation_id}"
-        if content is None:
-            if status >= 500:
-                content = error_content("server_error", "error", "Injected server error.")
-            elif status == 400:
-                content = error_content("validation_error", "invalid", "Injected error.")
-            else:
-                content = error_content("client_error", "error", "Injected error.")
-        queue = self._injected_errors.setdefault(operation_id, deque())
-        for _ in range(times):
-            queue.append((status, content))
-
     # ------------------------------------------------------------------ inspection
 
     def operation_ids(self) -> list[str]:
@@ -657,12 +630,6 @@ class FakeArkindex:
                 raise not_found()
 
             self._authenticate(request)
-            with self._lock:
-                queue = self._injected_errors.get(endpoint)
-                if queue:
-                    status, content = queue.popleft()
-                    raise ApiError(status, content)
-
             _method, _path, operation = self._operations[endpoint]
             self._validate_request(operation, path_params, record)
             with self._lock:
@@ -909,12 +876,6 @@ class FakeArkindex:
         if model_id not in self.models:
             raise not_found("No Model matches the given query.")
         tag = body.get("tag")
-        if tag is not None and any(
-            v.model_id == model_id and v.tag == tag for v in self.model_versions.values()
-        ):
-            if self.duplicate_tag_error_format == "legacy":
-                raise ApiError(400, {"non_field_errors": [DUPLICATE_TAG_DETAIL]})
-            raise validation_error("unique", DUPLICATE_TAG_DETAIL, None)
         parent = body.get("parent")
         if parent is not None and parent not in self.model_versions:
             raise validation_error(

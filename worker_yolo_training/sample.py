@@ -1,0 +1,47 @@
+"""What one dataset element becomes before its image is fetched: its oriented crop, the request
+for it, and its labels (task-specific), with everything left out and why."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from worker_yolo_training.export import Page
+from worker_yolo_training.geometry import Frame, Skip, crop_box
+from worker_yolo_training.images import CropRequest, fetch_size
+
+# Ultralytics drops smaller images from training and evaluation
+MIN_IMAGE_SIDE = 10
+
+
+@dataclass
+class Sample:
+    """One dataset element, ready to be fetched and written.
+
+    `label` is what the task writes for it: the label file's text in detection modes.
+    `objects` counts what it holds per class name; `skipped` what was left out, per reason.
+    """
+
+    page: Page
+    frame: Frame
+    request: CropRequest
+    label: str = ""
+    objects: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+
+
+def element_crop(page: Page, image_size: int) -> tuple[Frame, CropRequest] | Skip:
+    """The oriented crop of a dataset element and the request that fetches it with its longest
+    side at most `image_size`; or why the element cannot be a sample."""
+    if page.image is None:
+        return Skip.NoImage
+    if not page.polygon:
+        return Skip.NoPolygon
+    crop = crop_box(page.polygon, page.image.width, page.image.height)
+    if crop is None:
+        return Skip.EmptyCrop
+    frame = Frame(crop, page.rotation_angle, page.mirrored)
+    width, height = fetch_size(frame, image_size)
+    if min(width, height) < MIN_IMAGE_SIDE:
+        return Skip.TooSmall
+    return frame, CropRequest(page.image, crop, width, height)

@@ -1,0 +1,111 @@
+"""Detection-like modes (segment, bbox, obb): one label line per descendant element of a
+requested type, in Ultralytics' detection layout.
+
+Layout: `images/<split>/<element>.jpg`, `labels/<split>/<element>.txt`, `data.yaml`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from worker_yolo_training.config import MANUAL, Mode, TrainingConfig
+from worker_yolo_training.export import Export, Page
+from worker_yolo_training.files import write_text
+from worker_yolo_training.geometry import Label, Skip, label_line, object_labels
+from worker_yolo_training.report import split_metrics
+from worker_yolo_training.sample import Sample, element_crop
+
+# A file name is at most 255 bytes on common file systems; keep room for suffixes
+MAX_NAME = 100
+
+
+def safe_name(element_id: str) -> str:
+    """A file name for an element that cannot escape its folder, collide after sanitising, or
+    exceed the file system's name length (long ids are shortened with a hash)."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", element_id)
+    if name != element_id or not name or len(name) > MAX_NAME:
+        name = f"{name[:MAX_NAME]}_{hashlib.sha1(element_id.encode()).hexdigest()[:8]}"
+    return name
+
+
+@dataclass(frozen=True)
+class DetectionTask:
+    mode: Mode
+    ultralytics_task: str
+    weights_suffix: str
+    metric_kinds: tuple[str, ...]
+    class_kind: str = "element types"
+
+    def class_counts(self, export: Export) -> dict[str, int]:
+        return export.element_type_counts()
+
+    def build_sample(self, page: Page, config: TrainingConfig) -> Sample | Skip:
+        """Labels of a dataset element in its oriented crop, and every object left out with
+        its reason."""
+        crop = element_crop(page, config.image_size)
+        if isinstance(crop, Skip):
+            return crop
+        frame, request = crop
+        lines, objects, skipped = [], Counter(), Counter()
+        class_index = {name: index for index, name in enumerate(config.class_names)}
+        kept = []
+        for child in page.children:
+            if child.type not in class_index:
+                skipped[Skip.OtherType] += 1
+            elif config.worker_runs and (child.worker_run_id or MANUAL) not in config.worker_runs:
+                skipped[Skip.WorkerRunFiltered] += 1
+            elif child.image_id != page.image.id:
+                skipped[Skip.OtherImage] += 1
+            else:
+                kept.append(child)
+        labels = object_labels([child.polygon for child in kept], frame, config.mode)
+        for child, label in zip(kept, labels, strict=True):
+            if not isinstance(label, Label):
+                skipped[label] += 1
+                continue
+            skipped[Skip.ExtraParts] += label.dropped_parts
+            lines.append(label_line(class_index[child.type], label))
+            objects[child.type] += 1
+        label_text = "".join(f"{line}\n" for line in lines)
+        return Sample(page, frame, request, label_text, objects, +skipped)
+
+    def prepare_split(self, root: Path, split: str) -> None:
+        for folder in ("images", "labels"):
+            (root / folder / split).mkdir(parents=True, exist_ok=True)
+
+    def image_path(self, root: Path, split: str, sample: Sample) -> Path:
+        return root / "images" / split / f"{safe_name(sample.page.id)}.jpg"
+
+    def write_label(self, root: Path, split: str, sample: Sample) -> None:
+        write_text(root / "labels" / split / f"{safe_name(sample.page.id)}.txt", sample.label)
+
+    def write_data(self, root: Path, splits: Iterable[str], class_names: Sequence[str]) -> Path:
+        data = {
+            "path": str(root.resolve()),
+            **{split: f"images/{split}" for split in splits},
+            "names": dict(enumerate(class_names)),
+        }
+        data_yaml = root / "data.yaml"
+        data_yaml.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        return data_yaml
+
+    def split_metrics(self, results: Any, class_names: Sequence[str], images: int) -> dict:
+        return split_metrics(results, class_names, images, self.metric_kinds)
+
+    def use_segment(self, class_names: Sequence[str]) -> list[str]:
+        return list(class_names) if "mask" in self.metric_kinds else []
+
+
+DETECTION_TASKS = {
+    Mode.Segment: DetectionTask(Mode.Segment, "segment", "-seg", ("box", "mask")),
+    Mode.BBox: DetectionTask(Mode.BBox, "detect", "", ("box",)),
+    Mode.OBB: DetectionTask(Mode.OBB, "obb", "-obb", ("box",)),
+}
