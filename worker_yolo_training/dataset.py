@@ -25,7 +25,7 @@ import yaml
 from tqdm import tqdm
 
 from worker_yolo_training.config import MANUAL, TrainingConfig
-from worker_yolo_training.export import Page
+from worker_yolo_training.export import Page, page_defect
 from worker_yolo_training.geometry import Frame, Label, Skip, crop_box, label_line, object_labels
 from worker_yolo_training.images import CropRequest, CropStore, ImageError, fetch_size
 
@@ -69,10 +69,12 @@ class Sample:
 
 def build_sample(page: Page, config: TrainingConfig) -> Sample | Skip:
     """Labels of a dataset element in its oriented crop, and every object left out with its reason."""
-    if page.image is None:
-        return Skip.NoImage
-    if not page.polygon:
-        return Skip.NoPolygon
+    defect = page_defect(page)
+    if defect is not None:
+        reason, warning = defect
+        if warning:
+            logger.warning(warning)
+        return reason
     crop = crop_box(page.polygon, page.image.width, page.image.height)
     if crop is None:
         return Skip.EmptyCrop

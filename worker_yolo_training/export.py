@@ -8,10 +8,14 @@ id and merged, so one page and its objects are in memory at a time.
 from __future__ import annotations
 
 import json
+import logging
+import math
+import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from arkindex_export import (
     Dataset,
@@ -23,7 +27,35 @@ from arkindex_export import (
     open_database,
 )
 from arkindex_export import database as export_database
-from peewee import JOIN, fn
+from peewee import JOIN, DatabaseError, fn
+
+from worker_yolo_training.geometry import Skip
+
+logger = logging.getLogger(__name__)
+
+# Export versions whose schema holds every column below: 9 is what arkindex-export's
+# `create_database` builds in our tests and sample, 10 what arkindex-cli 0.5.0 writes, 11 the
+# current version in Arkindex's export documentation. arkindex-export 0.2.5 itself names no version.
+SUPPORTED_EXPORT_VERSIONS = range(9, 12)
+# What our queries read (older exports lack `image_server.version`, for instance)
+REQUIRED_COLUMNS = {
+    "export_version": ("version",),
+    "dataset": ("id", "name", "sets"),
+    "dataset_element": ("id", "dataset_id", "element_id", "set_name"),
+    "element": (
+        "id", "name", "type", "image_id", "polygon", "rotation_angle", "mirrored", "worker_run_id",
+    ),
+    "element_path": ("parent_id", "child_id"),
+    "image": ("id", "server_id", "url", "width", "height"),
+    "image_server": ("id", "version"),
+}  # fmt: skip
+SQLITE_HEADER = b"SQLite format 3\x00"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+SHOWN_CHARACTERS = 80
+
+
+class ExportError(Exception):
+    """The export file cannot be read as an Arkindex export; the message names it and says why."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +83,7 @@ class Child:
     id: str
     type: str
     image_id: str | None
-    polygon: list | None
+    polygon: Any  # a list of [x, y] when well formed (see `polygon_problem`), or None
     worker_run_id: str | None
 
 
@@ -62,7 +94,7 @@ class Page:
     id: str
     name: str
     type: str
-    polygon: list | None
+    polygon: Any  # a list of [x, y] when well formed (see `polygon_problem`), or None
     rotation_angle: int
     mirrored: bool
     image: ImageInfo | None
@@ -89,9 +121,16 @@ class StatementCounter:
         del export_database.execute_sql  # back to the class' method
 
 
-def split_sets(sets: str) -> tuple[str, ...]:
-    """The export stores a dataset's sets as one comma-separated text."""
-    return tuple(name.strip() for name in (sets or "").split(",") if name.strip())
+def split_sets(sets: str, dataset: str = "") -> tuple[str, ...]:
+    """The export stores a dataset's sets as one comma-separated text; each set once, in order."""
+    names = [name.strip() for name in (sets or "").split(",") if name.strip()]
+    unique = tuple(dict.fromkeys(names))
+    if len(unique) < len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        logger.warning(
+            f"Dataset {dataset} lists the set(s) {', '.join(twice)} more than once: each is read once"
+        )
+    return unique
 
 
 def _dataset_elements(dataset_id: str, set_name: str):
@@ -154,8 +193,71 @@ def _descendants(dataset_id: str, set_name: str):
     )
 
 
-def _polygon(text: str | None) -> list | None:
-    return json.loads(text) if text else None
+class NotJSON(str):
+    """Polygon text of the export that is not JSON, kept for the report."""
+
+
+# Integers are read as floats: a 400-digit integer becomes infinity, which the checks reject,
+# instead of an int that overflows later. A decoder made once is faster than `json.loads`.
+_POLYGON_DECODER = json.JSONDecoder(parse_int=float)
+
+
+def _polygon(text: str | None) -> Any:
+    if not text:
+        return None
+    try:
+        return _POLYGON_DECODER.decode(text)
+    except (ValueError, RecursionError):
+        return NotJSON(text)
+
+
+def shorten(value: Any) -> str:
+    """A value for a message, at most a line long (polygons can be megabytes)."""
+    shown = repr(str(value) if isinstance(value, NotJSON) else value)
+    return shown if len(shown) <= SHOWN_CHARACTERS else f"{shown[:SHOWN_CHARACTERS]}…"
+
+
+def polygon_problem(polygon: Any) -> str | None:
+    """What is wrong with a polygon as read from the export; None for a list of [x, y] finite
+    numbers. A few checks per point: this runs on every dataset element."""
+    if isinstance(polygon, NotJSON):
+        return "is not JSON"
+    if not isinstance(polygon, list):
+        return "is not a list of [x, y] points"
+    for point in polygon:
+        if not isinstance(point, list) or len(point) != 2:
+            return f"holds {shorten(point)}, not an [x, y] point"
+        for value in point:
+            if type(value) is not float and type(value) is not int:
+                return f"holds {shorten(value)}, not a number"
+            if not math.isfinite(value):
+                return f"holds {value}, not a finite number"
+    return None
+
+
+def _positive_int(value: Any) -> bool:
+    return type(value) is int and value > 0
+
+
+def page_defect(page: Page) -> tuple[Skip, str] | None:
+    """Why a dataset element cannot be used as the export stores it, with a warning to log (empty
+    when the reason says it all); None when it can be used."""
+    image = page.image
+    if image is None:
+        return Skip.NoImage, ""
+    if not (_positive_int(image.width) and _positive_int(image.height)):
+        return Skip.BadImageSize, (
+            f"Element {page.id} skipped: its image {image.id} has width {shorten(image.width)} "
+            f"and height {shorten(image.height)} in the export (positive integers expected)"
+        )
+    if page.polygon is None or page.polygon == []:
+        return Skip.NoPolygon, ""
+    problem = polygon_problem(page.polygon)
+    if problem:
+        return Skip.ElementMalformed, (
+            f"Element {page.id} skipped: its polygon {problem}: {shorten(page.polygon)}"
+        )
+    return None
 
 
 class Export:
@@ -166,7 +268,7 @@ class Export:
 
     def list_datasets(self) -> list[DatasetInfo]:
         return [
-            DatasetInfo(id=dataset.id, name=dataset.name, sets=split_sets(dataset.sets))
+            DatasetInfo(dataset.id, dataset.name, split_sets(dataset.sets, f"{dataset.name}"))
             for dataset in Dataset.select().order_by(Dataset.name)
         ]
 
@@ -216,15 +318,92 @@ class Export:
             yield page
 
 
+def _check_header(path: Path) -> None:
+    """A SQLite file, complete: its header tells its page count and size (no full read)."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as file:
+            header = file.read(100)
+    except OSError as error:
+        raise ExportError(f"Export {path} cannot be read: {error.strerror}") from None
+    if size == 0:
+        raise ExportError(f"Export {path} is empty (0 bytes): download it again")
+    if header.startswith(ZSTD_MAGIC):
+        raise ExportError(f"Export {path} is zstd-compressed: decompress it (unzstd) first")
+    if not header.startswith(SQLITE_HEADER) or len(header) < 100:
+        raise ExportError(f"Export {path} is not a SQLite database (an Arkindex export is one)")
+    page_size = int.from_bytes(header[16:18], "big")
+    expected = int.from_bytes(header[28:32], "big") * (65536 if page_size == 1 else page_size)
+    # The page count is valid when the change counter matches its "version valid for" copy
+    if header[24:28] == header[92:96] and expected > size:
+        raise ExportError(
+            f"Export {path} is truncated: {size} bytes of {expected}; download it again"
+        )
+
+
+def _read_schema(connection: sqlite3.Connection) -> tuple[list[str], list]:
+    """Missing tables or columns, and the rows of `export_version`."""
+    missing = []
+    for table, columns in REQUIRED_COLUMNS.items():
+        present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+        if not present:
+            missing.append(f"table {table}")
+        else:
+            missing += [f"column {table}.{column}" for column in columns if column not in present]
+    if missing:
+        return missing, []
+    return [], connection.execute("SELECT DISTINCT version FROM export_version").fetchall()
+
+
+def check_export_file(path: Path) -> int:
+    """Check that a file is a complete Arkindex export of a version this worker reads, before
+    anything else reads it; returns its version.
+
+    :raises ExportError: naming the file and what is wrong.
+    """
+    path = Path(path)
+    _check_header(path)
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    try:
+        with closing(sqlite3.connect(uri, uri=True)) as connection:
+            missing, versions = _read_schema(connection)
+    except sqlite3.DatabaseError as error:
+        raise ExportError(f"Export {path} is not a readable SQLite database: {error}") from None
+    supported = f"{SUPPORTED_EXPORT_VERSIONS[0]} to {SUPPORTED_EXPORT_VERSIONS[-1]}"
+    if missing:
+        raise ExportError(
+            f"Export {path} is not an Arkindex export this worker can read: it lacks "
+            f"{', '.join(missing)} (export versions {supported} have them)"
+        )
+    if len(versions) != 1:
+        found = ", ".join(str(row[0]) for row in versions) or "none"
+        raise ExportError(f"Export {path} has no single export version (found: {found})")
+    (version,) = versions[0]
+    if version not in SUPPORTED_EXPORT_VERSIONS:
+        newer = isinstance(version, int) and version > SUPPORTED_EXPORT_VERSIONS[-1]
+        hint = "update worker-yolo-training" if newer else "export the dataset again"
+        raise ExportError(
+            f"Export {path} has version {version!r}, this worker reads export versions "
+            f"{supported}: {hint}"
+        )
+    return version
+
+
 @contextmanager
 def open_export(path: Path) -> Iterator[Export]:
-    """Open a SQLite export for reading; closed on exit.
+    """Check then open a SQLite export for reading; closed on exit.
 
     arkindex-export binds its models to one process-wide database: one export is open at a time.
+
+    :raises ExportError: when the file is not a complete export of a supported version, or when
+        a damaged part of it is met while reading.
     """
+    check_export_file(path)
     open_database(Path(path))
     try:
         yield Export(path)
+    except DatabaseError as error:
+        raise ExportError(f"Export {path} is damaged ({error}): download it again") from None
     finally:
         if not export_database.is_closed():
             export_database.close()
