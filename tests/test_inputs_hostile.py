@@ -12,7 +12,8 @@ from arkindex_export import database
 from tests.exports import ExportBuilder, rectangle
 from tests.helpers import run_local, summary, write_config
 from worker_yolo_training import export
-from worker_yolo_training.config import TrainingConfig
+from worker_yolo_training.config import ConfigurationError, TrainingConfig
+from worker_yolo_training.config_file import MAX_CONFIG_BYTES, read_config_file
 from worker_yolo_training.dataset import build_sample
 from worker_yolo_training.export import ExportError, check_export_file, open_export
 from worker_yolo_training.geometry import Box, Skip
@@ -299,3 +300,111 @@ def test_cli_duplicate_set_names_do_not_double_the_counts(tmp_path, make_export)
     assert train["elements"] == train["images"] == len(_set_members(served, "train"))
     assert train["sets"] == ["train"]
     assert "more than once" in process.stderr
+
+
+# ---------------------------------------------------------------- configuration files
+
+BILLION_LAUGHS = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+class_names: *h
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("class_names: [text_line\nmode: bbox\n", ", line 2: invalid YAML: while parsing a flow"),
+        ("class_names:\n  - a\n - b\n", ", line 3: invalid YAML"),
+        (
+            'class_names: !!python/object/apply:os.system ["echo hi"]\n',
+            ", line 1: YAML tag !!python/object/apply:os.system is not accepted",
+        ),
+        ("class_names: !custom [a]\n", ", line 1: invalid YAML: could not determine a constructor"),
+        (BILLION_LAUGHS, ", line 2: YAML aliases (*a) are not accepted"),
+        ("x: &x 1\nclass_names: [*x]\n", ", line 2: YAML aliases (*x) are not accepted"),
+        ("".join(f"{' ' * level}k:\n" for level in range(40)), ", line 17: nested deeper than 16"),
+        ("a: " + "[" * 100000, ", line 1: invalid YAML"),
+        ("- class_names\n- text_line\n", ": expected a mapping of configuration keys, got list"),
+        ("just text\n", ": expected a mapping of configuration keys, got str"),
+        ("class_names: [a]\n1: x\n", ": keys must be text, got 1"),
+        ('{"configuration": [{"value": 1}]}', ": item 1 of `configuration` needs a `key`"),
+        ('{"configuration": [{"key": "mode"}]}', ": item 1 of `configuration` needs a `key` and"),
+        ('{"configuration": ["mode"]}', ": item 1 of `configuration` needs a `key`"),
+        (
+            '{"configuration": [{"key": 3, "value": 1}]}',
+            ": item 1 of `configuration` has a key that is not text",
+        ),
+    ],
+)
+def test_broken_configuration_files_name_the_file_and_line(tmp_path, text, expected):
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    started = time.perf_counter()
+    with pytest.raises(ConfigurationError) as error:
+        read_config_file(path)
+    assert time.perf_counter() - started < 1
+    assert f"{path}{expected}" in str(error.value)
+
+
+def test_python_tags_run_nothing(tmp_path):
+    witness = tmp_path / "witness"
+    path = tmp_path / "config.yml"
+    path.write_text(f'x: !!python/object/apply:os.system ["touch {witness}"]\n')
+    with pytest.raises(ConfigurationError):
+        read_config_file(path)
+    assert not witness.exists()
+
+
+def test_missing_unreadable_large_or_binary_files_are_refused(tmp_path):
+    with pytest.raises(ConfigurationError, match=r"missing.yml: cannot read .*No such file"):
+        read_config_file(tmp_path / "missing.yml")
+    with pytest.raises(ConfigurationError, match=rf"{tmp_path}: cannot read .*Is a directory"):
+        read_config_file(tmp_path)
+    large = tmp_path / "large.yml"
+    large.write_text("class_names: [a]\n" + "#" * MAX_CONFIG_BYTES)
+    with pytest.raises(ConfigurationError, match=r"large\.yml: larger than 1 MB"):
+        read_config_file(large)
+    binary = tmp_path / "model.pt"
+    binary.write_bytes(b"PK\x03\x04\xff\xfe")
+    with pytest.raises(ConfigurationError, match=r"model\.pt: not UTF-8 text"):
+        read_config_file(binary)
+
+
+def test_anchors_without_aliases_and_empty_files_are_fine(tmp_path):
+    path = tmp_path / "config.yml"
+    path.write_text("class_names: &names [a, b]\n")
+    assert read_config_file(path) == {"class_names": ["a", "b"]}
+    path.write_text("")
+    assert read_config_file(path) == {}
+
+
+def test_cli_broken_configuration_exits_2_before_reading_the_export(tmp_path, make_export):
+    served = make_export(pages=4)
+    served.config.write_text(BILLION_LAUGHS)
+    started = time.perf_counter()
+    process = served.run(tmp_path / "out", check=False)
+    assert time.perf_counter() - started < 30
+    assert process.returncode == 2
+    assert f"{served.config}, line 2: YAML aliases" in process.stderr
+    assert "Traceback" not in process.stderr
+    assert served.server.request_count == 0
+
+
+@pytest.mark.xfail(
+    reason="base-worker opens --config with type=open (an uncaught FileNotFoundError): remove "
+    "this marker once the worker declares --config with type=Path (see the report)",
+    strict=True,
+)
+def test_cli_missing_configuration_file_exits_2(tmp_path, built):
+    path = built[0]
+    process = run_local(path, tmp_path / "missing.yml", tmp_path / "out", check=False)
+    assert process.returncode == 2
+    assert f"{tmp_path / 'missing.yml'}: cannot read the configuration file" in process.stderr
+    assert "Traceback" not in process.stderr
