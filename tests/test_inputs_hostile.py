@@ -11,11 +11,15 @@ from arkindex_export import database
 
 from tests.exports import ExportBuilder, rectangle
 from tests.helpers import run_local, summary, write_config
-from worker_yolo_training import export
 from worker_yolo_training.config import ConfigurationError, TrainingConfig
 from worker_yolo_training.config_file import MAX_CONFIG_BYTES, read_config_file
 from worker_yolo_training.dataset import build_sample
-from worker_yolo_training.export import ExportError, check_export_file, open_export
+from worker_yolo_training.export import open_export
+from worker_yolo_training.export_file import (
+    SUPPORTED_EXPORT_VERSIONS,
+    ExportError,
+    check_export_file,
+)
 from worker_yolo_training.geometry import Box, Skip
 from worker_yolo_training.worker import INPUT_ERRORS
 
@@ -111,7 +115,7 @@ def test_newer_and_older_versions_say_what_to_do_and_which_are_supported(built):
         check_export_file(path)
 
 
-@pytest.mark.parametrize("version", list(export.SUPPORTED_EXPORT_VERSIONS))
+@pytest.mark.parametrize("version", list(SUPPORTED_EXPORT_VERSIONS))
 def test_supported_versions_open(built, version):
     path, dataset, _ = built
     edit(path, f"UPDATE export_version SET version = {version}")

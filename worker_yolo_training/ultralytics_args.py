@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import importlib.util
 import math
 from collections.abc import Mapping
@@ -63,6 +64,7 @@ def _ultralytics_file(name: str) -> Path | None:
     return Path(spec.submodule_search_locations[0]) / "cfg" / name
 
 
+@functools.cache  # read once per process; callers must not modify it
 def ultralytics_defaults() -> dict[str, Any]:
     """Ultralytics' argument defaults, read from its `cfg/default.yaml` without importing it
     (importing Ultralytics takes seconds; configuration errors must come at once)."""
@@ -77,6 +79,7 @@ CHECK_TABLES = (
 )  # fmt: skip
 
 
+@functools.cache  # read once per process (20 ms); callers must not modify it
 def ultralytics_check_tables() -> dict[str, Any]:
     """Ultralytics' argument tables (`CFG_FRACTION_KEYS`, `CFG_INT_MIN`, …), read as literals from
     its `cfg/__init__.py` without importing it (that import takes 1.5 s: it loads PyTorch)."""
@@ -186,7 +189,10 @@ def parse_training_kwargs(value: Any) -> dict:
     if not isinstance(value, Mapping):
         raise ValueError(f"expected a mapping of Ultralytics arguments to values, got {value!r}")
     defaults = ultralytics_defaults()
-    defaults.update({key: TYPED_WHEN_NONE[key] for key in TYPED_WHEN_NONE if key in defaults})
+    defaults = {
+        **defaults,
+        **{key: TYPED_WHEN_NONE[key] for key in TYPED_WHEN_NONE if key in defaults},
+    }
     tables = ultralytics_check_tables()
     allowed = set(defaults) - set(WORKER_TRAINING_ARGUMENTS) - NOT_TRAINING_ARGUMENTS
     parsed, problems = {}, []
