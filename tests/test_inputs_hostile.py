@@ -62,29 +62,13 @@ def built(tmp_path):
 # ---------------------------------------------------------------- export files
 
 
-def _empty(path):
-    path.write_bytes(b"")
-
-
-def _text(path):
-    path.write_text("<html>Not found</html>")
-
-
-def _truncated(path):
-    path.write_bytes(path.read_bytes()[:5000])
-
-
-def _compressed(path):
-    path.write_bytes(b"\x28\xb5\x2f\xfd" + path.read_bytes())
-
-
 @pytest.mark.parametrize(
     ("damage", "expected"),
     [
-        (_empty, "is empty (0 bytes)"),
-        (_text, "is not a SQLite database"),
-        (_truncated, "is truncated: 5000 bytes of"),
-        (_compressed, "is zstd-compressed"),
+        (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
+        (lambda p: p.write_text("<html>Not found</html>"), "is not a SQLite database"),
+        (lambda p: p.write_bytes(p.read_bytes()[:5000]), "is truncated: 5000 bytes of"),
+        (lambda p: p.write_bytes(b"\x28\xb5\x2f\xfd" + p.read_bytes()), "is zstd-compressed"),
         (lambda p: edit(p, "DROP TABLE dataset_element"), "lacks table dataset_element"),
         (
             lambda p: edit(p, "ALTER TABLE image_server DROP COLUMN version"),
