@@ -79,7 +79,7 @@ def _load(path: Path, text: str) -> Any:
     except yaml.MarkedYAMLError as error:
         context = f"{error.context}, " if error.context else ""
         raise _problem(
-            path, f"invalid YAML: {context}{error.problem}", error.problem_mark
+            path, f"invalid YAML: {context}{error.problem or error}", error.problem_mark
         ) from None
     except yaml.YAMLError as error:
         raise _problem(path, f"invalid YAML: {error}") from None
