@@ -203,3 +203,138 @@ def test_training_kwargs_numbers_in_any_notation_and_other_allowed_values():
 def test_worker_run_ids_are_lower_cased_as_in_exports():
     config = parse_config({"class_names": ["a"], "advanced.worker_runs": [RUN.upper(), "manual"]})
     assert config.worker_runs == (RUN, "manual")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        # What Ultralytics' check_cfg rejects only when training starts, after the extraction
+        ({"fraction": 0}, "'fraction' must be a ratio in (0, 1] or a count of images above 1"),
+        ({"nbs": 0}, "'nbs' must be at least 1, got 0"),
+        ({"mask_ratio": "0"}, "'mask_ratio' must be at least 1"),
+        ({"momentum": 1.5}, "'momentum' must be between 0 and 1, got 1.5"),
+        ({"scale": -0.5}, "'scale' must be between 0 and 1"),
+        ({"conf": 2}, "'conf' must be between 0 and 1"),
+        ({"time": "soon"}, "'time' expects a float like 1.0, got 'soon'"),
+        ({"nbs": "2.5"}, "'nbs' expects a int like 64, got '2.5'"),
+        # What it finds out even later, or never
+        ({"lr0": ".nan"}, "'lr0' must be a finite number, got '.nan'"),
+        ({"box": "inf"}, "'box' must be a finite number"),
+        ({"optimizer": "bogus"}, "'optimizer' must be one of Adam, Adamax, AdamW, NAdam, RAdam"),
+        ({"copy_paste_mode": "blend"}, "'copy_paste_mode' must be one of flip, mixup"),
+        ({"cls": -1}, "'cls' must not be negative, got -1"),
+        ({"warmup_epochs": -3}, "'warmup_epochs' must not be negative"),
+        ({"time": 0}, "'time' must be a positive number of hours, got 0"),
+    ],
+)
+def test_training_kwargs_values_ultralytics_would_refuse_later(kwargs, expected):
+    with pytest.raises(ConfigurationError) as error:
+        parse_config({"class_names": ["a"], "advanced.training_kwargs": kwargs})
+    assert expected in str(error.value)
+
+
+def test_training_kwargs_values_ultralytics_accepts():
+    config = parse_config(
+        {
+            "class_names": ["a"],
+            "advanced.training_kwargs": {
+                "fraction": 100,  # a count of images: stays an integer
+                "nbs": "1e2",
+                "optimizer": "adamw",  # matched case-insensitively, as the trainer does
+                "amp": "bf16",
+                "compile": "max-autotune",
+                "time": 2,
+                "conf": "0.3",
+                "lr0": 0,
+            },
+        }
+    )
+    assert config.training_kwargs == {
+        "fraction": 100,
+        "nbs": 100,
+        "optimizer": "adamw",
+        "amp": "bf16",
+        "compile": "max-autotune",
+        "time": 2.0,
+        "conf": 0.3,
+        "lr0": 0.0,
+    }
+    assert type(config.training_kwargs["nbs"]) is int
+
+
+VALUES = (-1, 0, 0.5, 1, 2, 1.5, 1e9, float("nan"), float("inf"), True, "x", "fp16", None)
+
+
+def test_whatever_we_accept_ultralytics_check_cfg_accepts():
+    """Our checks run at start without importing Ultralytics (PyTorch): they must refuse at least
+    what its own `check_cfg` refuses when training starts, for every argument we let through."""
+    from ultralytics.cfg import check_cfg
+
+    from worker_yolo_training.ultralytics_args import (
+        NOT_TRAINING_ARGUMENTS,
+        WORKER_TRAINING_ARGUMENTS,
+        ultralytics_defaults,
+    )
+
+    keys = set(ultralytics_defaults()) - set(WORKER_TRAINING_ARGUMENTS) - NOT_TRAINING_ARGUMENTS
+    accepted = 0
+    for key in sorted(keys):
+        for value in VALUES:
+            try:
+                config = parse_config(
+                    {"class_names": ["a"], "advanced.training_kwargs": {key: value}}
+                )
+            except ConfigurationError:
+                continue
+            accepted += 1
+            check_cfg(dict(config.training_kwargs))  # raises if Ultralytics would refuse
+    assert accepted > 100
+
+
+def test_check_tables_and_optimizers_are_read_from_the_installed_ultralytics():
+    import ast
+    import inspect
+
+    import ultralytics.cfg as cfg
+    from ultralytics.engine.trainer import BaseTrainer
+
+    from worker_yolo_training.ultralytics_args import (
+        CHECK_TABLES,
+        OPTIMIZERS,
+        ultralytics_check_tables,
+    )
+
+    tables = ultralytics_check_tables()
+    for name in CHECK_TABLES:
+        assert tables[name] == getattr(cfg, name), name
+    source = inspect.getsource(BaseTrainer.build_optimizer)
+    (assignment,) = [
+        node
+        for node in ast.walk(ast.parse(source.strip().replace("\n    ", "\n")))
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "optimizers"
+    ]
+    assert ast.literal_eval(assignment.value) == set(OPTIMIZERS)
+
+
+def test_configuration_errors_stay_fast_without_importing_pytorch():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "started = time.perf_counter()\n"
+        "from worker_yolo_training.config import ConfigurationError, parse_config\n"
+        "try:\n"
+        "    parse_config({'class_names': ['a'], 'advanced.training_kwargs': {'nbs': 0}})\n"
+        "except ConfigurationError:\n"
+        "    pass\n"
+        "assert 'torch' not in sys.modules and 'ultralytics' not in sys.modules\n"
+        "print(time.perf_counter() - started)\n"
+    )
+    seconds = float(subprocess.check_output([sys.executable, "-c", script], text=True))
+    assert seconds < 1.5
+
+
+def test_absurd_image_size_is_refused():
+    with pytest.raises(ConfigurationError, match="at most 4096, got 100000"):
+        parse_config({"class_names": ["a"], "image_size": 100000})

@@ -30,6 +30,8 @@ MODEL_SIZES = tuple(
 )
 # Ultralytics rounds image sizes to its largest stride; we do it visibly instead.
 IMAGE_SIZE_STRIDE = 32
+# Training memory grows with the square of the image size: 4096 takes 41× the memory of 640
+MAX_IMAGE_SIZE = 4096
 
 
 class Mode(StrEnum):
@@ -61,7 +63,9 @@ def _bool(value: Any) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
-def _int(minimum: int, extra: tuple[int, ...] = ()) -> Callable[[Any], int]:
+def _int(
+    minimum: int, extra: tuple[int, ...] = (), maximum: int | None = None
+) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int | str | float):
             raise ValueError(f"expected an integer, got {value!r}")
@@ -72,6 +76,8 @@ def _int(minimum: int, extra: tuple[int, ...] = ()) -> Callable[[Any], int]:
         if number < minimum and number not in extra:
             allowed = f"at least {minimum}" + "".join(f" or {x}" for x in extra)
             raise ValueError(f"must be {allowed}, got {number}")
+        if maximum is not None and number > maximum:
+            raise ValueError(f"must be at most {maximum}, got {number}")
         return number
 
     return parse
@@ -79,7 +85,7 @@ def _int(minimum: int, extra: tuple[int, ...] = ()) -> Callable[[Any], int]:
 
 def _image_size(value: Any) -> int:
     """A multiple of 32: Ultralytics rounds image sizes to its largest stride, we do it visibly."""
-    size = _int(IMAGE_SIZE_STRIDE)(value)
+    size = _int(IMAGE_SIZE_STRIDE, maximum=MAX_IMAGE_SIZE)(value)
     if size % IMAGE_SIZE_STRIDE:
         rounded = round(size / IMAGE_SIZE_STRIDE) * IMAGE_SIZE_STRIDE
         logger.warning(

@@ -8,10 +8,13 @@ id and merged, so one page and its objects are in memory at a time.
 from __future__ import annotations
 
 import json
+import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from arkindex_export import (
     Dataset,
@@ -23,7 +26,14 @@ from arkindex_export import (
     open_database,
 )
 from arkindex_export import database as export_database
-from peewee import JOIN, fn
+from peewee import JOIN, DatabaseError, fn
+
+from worker_yolo_training.export_file import ExportError, check_export_file
+from worker_yolo_training.geometry import Skip
+
+logger = logging.getLogger(__name__)
+
+SHOWN_CHARACTERS = 80
 
 
 @dataclass(frozen=True)
@@ -51,7 +61,7 @@ class Child:
     id: str
     type: str
     image_id: str | None
-    polygon: list | None
+    polygon: Any  # a list of [x, y] when well formed (see `polygon_problem`), or None
     worker_run_id: str | None
 
 
@@ -62,7 +72,7 @@ class Page:
     id: str
     name: str
     type: str
-    polygon: list | None
+    polygon: Any  # a list of [x, y] when well formed (see `polygon_problem`), or None
     rotation_angle: int
     mirrored: bool
     image: ImageInfo | None
@@ -89,9 +99,16 @@ class StatementCounter:
         del export_database.execute_sql  # back to the class' method
 
 
-def split_sets(sets: str) -> tuple[str, ...]:
-    """The export stores a dataset's sets as one comma-separated text."""
-    return tuple(name.strip() for name in (sets or "").split(",") if name.strip())
+def split_sets(sets: str, dataset: str = "") -> tuple[str, ...]:
+    """The export stores a dataset's sets as one comma-separated text; each set once, in order."""
+    names = [name.strip() for name in (sets or "").split(",") if name.strip()]
+    unique = tuple(dict.fromkeys(names))
+    if len(unique) < len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        logger.warning(
+            f"Dataset {dataset} lists the set(s) {', '.join(twice)} more than once: each is read once"
+        )
+    return unique
 
 
 def _dataset_elements(dataset_id: str, set_name: str):
@@ -154,8 +171,71 @@ def _descendants(dataset_id: str, set_name: str):
     )
 
 
-def _polygon(text: str | None) -> list | None:
-    return json.loads(text) if text else None
+class NotJSON(str):
+    """Polygon text of the export that is not JSON, kept for the report."""
+
+
+# Integers are read as floats: a 400-digit integer becomes infinity, which the checks reject,
+# instead of an int that overflows later. A decoder made once is faster than `json.loads`.
+_POLYGON_DECODER = json.JSONDecoder(parse_int=float)
+
+
+def _polygon(text: str | None) -> Any:
+    if not text:
+        return None
+    try:
+        return _POLYGON_DECODER.decode(text)
+    except (ValueError, RecursionError):
+        return NotJSON(text)
+
+
+def shorten(value: Any) -> str:
+    """A value for a message, at most a line long (polygons can be megabytes)."""
+    shown = repr(str(value) if isinstance(value, NotJSON) else value)
+    return shown if len(shown) <= SHOWN_CHARACTERS else f"{shown[:SHOWN_CHARACTERS]}…"
+
+
+def polygon_problem(polygon: Any) -> str | None:
+    """What is wrong with a polygon as read from the export; None for a list of [x, y] finite
+    numbers. A few checks per point: this runs on every dataset element."""
+    if isinstance(polygon, NotJSON):
+        return "is not JSON"
+    if not isinstance(polygon, list):
+        return "is not a list of [x, y] points"
+    for point in polygon:
+        if not isinstance(point, list) or len(point) != 2:
+            return f"holds {shorten(point)}, not an [x, y] point"
+        for value in point:
+            if type(value) is not float and type(value) is not int:
+                return f"holds {shorten(value)}, not a number"
+            if not math.isfinite(value):
+                return f"holds {value}, not a finite number"
+    return None
+
+
+def _positive_int(value: Any) -> bool:
+    return type(value) is int and value > 0
+
+
+def page_defect(page: Page) -> tuple[Skip, str] | None:
+    """Why a dataset element cannot be used as the export stores it, with a warning to log (empty
+    when the reason says it all); None when it can be used."""
+    image = page.image
+    if image is None:
+        return Skip.NoImage, ""
+    if not (_positive_int(image.width) and _positive_int(image.height)):
+        return Skip.BadImageSize, (
+            f"Element {page.id} skipped: its image {image.id} has width {shorten(image.width)} "
+            f"and height {shorten(image.height)} in the export (positive integers expected)"
+        )
+    if page.polygon is None or page.polygon == []:
+        return Skip.NoPolygon, ""
+    problem = polygon_problem(page.polygon)
+    if problem:
+        return Skip.ElementMalformed, (
+            f"Element {page.id} skipped: its polygon {problem}: {shorten(page.polygon)}"
+        )
+    return None
 
 
 class Export:
@@ -166,7 +246,7 @@ class Export:
 
     def list_datasets(self) -> list[DatasetInfo]:
         return [
-            DatasetInfo(id=dataset.id, name=dataset.name, sets=split_sets(dataset.sets))
+            DatasetInfo(dataset.id, dataset.name, split_sets(dataset.sets, f"{dataset.name}"))
             for dataset in Dataset.select().order_by(Dataset.name)
         ]
 
@@ -218,13 +298,19 @@ class Export:
 
 @contextmanager
 def open_export(path: Path) -> Iterator[Export]:
-    """Open a SQLite export for reading; closed on exit.
+    """Check then open a SQLite export for reading; closed on exit.
 
     arkindex-export binds its models to one process-wide database: one export is open at a time.
+
+    :raises ExportError: when the file is not a complete export of a supported version, or when
+        a damaged part of it is met while reading.
     """
+    check_export_file(path)
     open_database(Path(path))
     try:
         yield Export(path)
+    except DatabaseError as error:
+        raise ExportError(f"Export {path} is damaged ({error}): download it again") from None
     finally:
         if not export_database.is_closed():
             export_database.close()

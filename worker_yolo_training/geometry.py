@@ -27,6 +27,8 @@ class Skip(StrEnum):
 
     NoImage = "element without image"
     NoPolygon = "element without polygon"
+    BadImageSize = "element image without a valid width and height"
+    ElementMalformed = "element polygon malformed (not a list of [x, y] finite numbers)"
     EmptyCrop = "element crop outside its image"
     TooSmall = "element crop under 10 px (Ultralytics ignores such images)"
     ImageFailed = "image download failed"

@@ -3,12 +3,15 @@ for it, and its labels (task-specific), with everything left out and why."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from worker_yolo_training.export import Page
+from worker_yolo_training.export import Page, page_defect
 from worker_yolo_training.geometry import Frame, Skip, crop_box
 from worker_yolo_training.images import CropRequest, fetch_size
+
+logger = logging.getLogger(__name__)
 
 # Ultralytics drops smaller images from training and evaluation
 MIN_IMAGE_SIDE = 10
@@ -32,11 +35,14 @@ class Sample:
 
 def element_crop(page: Page, image_size: int) -> tuple[Frame, CropRequest] | Skip:
     """The oriented crop of a dataset element and the request that fetches it with its longest
-    side at most `image_size`; or why the element cannot be a sample."""
-    if page.image is None:
-        return Skip.NoImage
-    if not page.polygon:
-        return Skip.NoPolygon
+    side at most `image_size`; or why the element cannot be a sample (logged when the reason
+    alone does not say what is wrong)."""
+    defect = page_defect(page)
+    if defect is not None:
+        reason, warning = defect
+        if warning:
+            logger.warning(warning)
+        return reason
     crop = crop_box(page.polygon, page.image.width, page.image.height)
     if crop is None:
         return Skip.EmptyCrop

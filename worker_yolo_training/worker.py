@@ -39,7 +39,13 @@ from worker_yolo_training.training import BaseModelError
 logger = logging.getLogger(__name__)
 
 # Problems in the user's input: reported as one clear message, no traceback, exit status 2
-INPUT_ERRORS = (ConfigurationError, ExtractionError, BaseModelError, DiskFullError)
+INPUT_ERRORS = (
+    ConfigurationError,
+    ExtractionError,
+    BaseModelError,
+    DiskFullError,
+    export.ExportError,
+)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -67,6 +73,10 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
 
     def add_arguments(self) -> None:
         super().add_arguments()
+        # base-worker opens --config itself (type=open): a missing file would be a traceback
+        for action in self.parser._actions:
+            if action.dest == "config":
+                action.type = Path
         add_arguments(self.parser)
 
     def setup_api_client(self) -> None:
@@ -83,7 +93,7 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         # base-worker's reader needs a `secret` flag on every item; accept what users write
         if self.args.verbose:
             logging.getLogger().setLevel(logging.DEBUG)
-        self.config = read_config_file(Path(self.args.config.name)) if self.args.config else {}
+        self.config = read_config_file(self.args.config) if self.args.config else {}
 
     # ------------------------------------------------------------ the pipeline
 
