@@ -118,6 +118,12 @@ class Reachability:
         self.check(host)
 
 
+def connection_reason(error: Exception) -> str:
+    """`[Errno 111] Connection refused`, `… timed out`: urllib3's message without its object."""
+    text = str(error.args[-1]) if error.args else str(error)
+    return redact(text.split("): ", 1)[-1])
+
+
 class IIIFSource:
     """Crops from IIIF servers over keep-alive connections (urllib3: a fraction of requests' CPU
     per request), with retries on timeouts, connection errors and 5xx, never on 4xx.
@@ -191,7 +197,7 @@ class IIIFSource:
         except MaxRetryError as error:
             # Refused, unknown host, unreachable (NewConnectionError), or no answer to connect
             if isinstance(error.reason, ConnectTimeoutError):
-                self.reachability.connection_failed(host, redact(str(error.reason)), redact(url))
+                self.reachability.connection_failed(host, connection_reason(error.reason), url)
             raise
         self.reachability.answered(host)
         complete = False

@@ -242,6 +242,8 @@ class CropStore:
         if checksum(content) == expected:
             return path
         logger.warning(f"Damaged cache entry {path} (size or checksum differs): fetching it again")
+        # Removed, so that it is reported once (the fetch checks the cache again)
+        path.with_suffix(".sum").unlink(missing_ok=True)
         return None
 
     def get(self, request: CropRequest, frame: Frame) -> tuple[Path, bool]:
