@@ -233,9 +233,9 @@ def test_non_http_urls_fail_at_once(base):
 
 
 def test_redact_hides_passwords_in_any_text():
-    text = "MaxRetryError: https://reader:pa:ss@iiif.example.org/x failed; http://a@b/ ok"
+    text = "Error: https://reader:p@:ss@iiif.example.org/x@y failed; http://a@b/ ok; c://d:e@f"
     assert redact(text) == (
-        "MaxRetryError: https://reader:***@iiif.example.org/x failed; http://a@b/ ok"
+        "Error: https://reader:***@iiif.example.org/x@y failed; http://a@b/ ok; c://d:***@f"
     )
 
 

@@ -36,7 +36,8 @@ USER_AGENT = "worker-yolo-training"
 CHUNK = 64 * 1024
 MIB = 1024 * 1024
 
-_CREDENTIALS = re.compile(r"(?<=://)([^/?#@\s:]*):[^/?#@\s]*@")
+# user:password@ in a URL's authority; the password may hold a bare "@" (the last one ends it)
+_CREDENTIALS = re.compile(r"(?<=://)([^/?#@\s:]*):[^/?#\s]*@")
 
 
 def redact(text: str) -> str:
@@ -185,9 +186,8 @@ class IIIFSource:
         except (HTTPStatusError, DeadlineExceeded) as error:
             raise ImageError(str(error)) from error
         except urllib3.exceptions.HTTPError as error:
-            password = unquote(parsed.auth.partition(":")[2]) if parsed.auth else ""
-            text = redact(f"{type(error).__name__}: {error}")
-            raise ImageError(text.replace(password, "***") if password else text) from error
+            # urllib3 never had the credentials (sent as a header): redacting is a safeguard
+            raise ImageError(redact(f"{type(error).__name__}: {error}")) from error
 
     def _get_once(self, url: str, host: str, headers: dict, limit: int) -> bytes:
         self.reachability.check(host)
