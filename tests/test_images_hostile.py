@@ -34,6 +34,7 @@ from worker_yolo_training.images import (
     StorageError,
     body_limit,
     redact,
+    same_shape,
 )
 
 MIB = 1024 * 1024
@@ -141,6 +142,21 @@ def test_answers_of_another_size_are_resized_or_dropped(make_export, tmp_path):
     assert_complete_except(export, output, {squashed})
     (failure,) = all_failures(output).values()
     assert "another aspect ratio" in failure["reason"] and "for a 229×320 crop" in failure["reason"]
+
+
+@pytest.mark.parametrize(
+    ("received", "same"),
+    [
+        ((458, 640), True),  # twice the size
+        ((230, 320), True),  # a server rounding the other way: 1 px
+        ((2290, 3210), True),  # within 1 %
+        ((2290, 3250), False),  # 1.6 % taller
+        ((229, 160), False),  # squashed
+        ((0, 320), False),
+    ],
+)
+def test_same_shape_tolerates_rounding_only(received, same):
+    assert same_shape(received, (229, 320)) is same
 
 
 def test_large_jpeg_answers_are_decoded_at_reduced_scale(server, tmp_path, monkeypatch):

@@ -56,6 +56,7 @@ __all__ = [
     "iiif_url",
     "orient",
     "redact",
+    "same_shape",
     "write_image",
 ]
 
@@ -96,6 +97,8 @@ def open_image(content: bytes) -> Image.Image:
 def same_shape(received: tuple[int, int], requested: tuple[int, int]) -> bool:
     """Whether an image of size `received` is the requested one at another scale."""
     (width, height), (want_width, want_height) = received, requested
+    if min(width, height) < 1:
+        return False
     return abs(height * want_width / width - want_height) <= max(
         1.0, ASPECT_TOLERANCE * want_height
     ) and abs(width * want_height / height - want_width) <= max(1.0, ASPECT_TOLERANCE * want_width)
