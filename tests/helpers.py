@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import random
+import socket
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import yaml
@@ -128,3 +132,35 @@ def assert_complete_except(export: IIIFExport, output: Path, failed_images: set[
             with Image.open(image) as opened:
                 opened.load()
                 assert max(opened.size) == 320  # 500×700 crop fitted in 320
+
+
+def closed_port() -> int:
+    """A 127.0.0.1 port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def rewrite_image_urls(database: Path, old: str, new: str) -> None:
+    """Replace `old` by `new` in every image URL of an export."""
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE image SET url = replace(url, ?, ?)", (old, new))
+
+
+def call_within(seconds: float, function, *args):
+    """Call `function(*args)` in a thread; return (result or exception, seconds taken), or fail
+    the test when it has not returned after `seconds` (a hang, not waited for)."""
+    outcome = []
+
+    def target():
+        try:
+            outcome.append(function(*args))
+        except Exception as error:
+            outcome.append(error)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"{function.__name__} still running after {seconds} s"
+    return outcome[0], time.monotonic() - started

@@ -262,6 +262,12 @@ class IIIFServer:
     :param transient_failures: identifier -> number of failed answers before success.
     :param transient_status: the status of those answers (503 by default).
     :param slow_ids: identifier -> seconds to wait before answering its image requests.
+    :param huge_ids: identifier -> size in bytes of a body of zeros answered (200, JPEG type)
+        instead of the image, streamed until the client hangs up; with ``declare_length`` its
+        Content-Length is sent, else the body ends when the connection closes.
+    :param trickle_ids: identifier -> seconds between two bytes of its (real) image answer.
+    :param resized_ids: identifier -> (x, y) factors applied to the size of its answers.
+    :param raw_bodies: identifier -> bytes answered (200, JPEG type) instead of the image.
     """
 
     def __init__(
@@ -283,6 +289,11 @@ class IIIFServer:
         transient_failures: dict[str, int] | None = None,
         transient_status: int = 503,
         slow_ids: dict[str, float] | None = None,
+        huge_ids: dict[str, int] | None = None,
+        declare_length: bool = False,
+        trickle_ids: dict[str, float] | None = None,
+        resized_ids: dict[str, tuple[float, float]] | None = None,
+        raw_bodies: dict[str, bytes] | None = None,
     ) -> None:
         assert images_dir is not None or generator is not None, "No image source"
         assert version in (2, 3, None)
@@ -302,6 +313,12 @@ class IIIFServer:
         self.transient_failures = dict(transient_failures or {})
         self.transient_status = transient_status
         self.slow_ids = dict(slow_ids or {})
+        self.huge_ids = dict(huge_ids or {})
+        self.declare_length = declare_length
+        self.trickle_ids = dict(trickle_ids or {})
+        self.resized_ids = dict(resized_ids or {})
+        self.raw_bodies = dict(raw_bodies or {})
+        self.authorizations: list[str | None] = []  # Authorization header of each request
 
         self._lock = threading.Lock()
         self._paths: dict[str, Path] = {}
@@ -449,6 +466,8 @@ class IIIFServer:
             time.sleep(self.slow_ids[identifier])
         if identifier in self.corrupt_ids:
             return 200, b"\xff\xd8\xff\xe0 this is not a JPEG" + bytes(64), FORMATS["jpg"][1]
+        if identifier in self.raw_bodies:
+            return 200, self.raw_bodies[identifier], FORMATS["jpg"][1]
 
         if self.cache_responses and path in self._cache:
             body, ctype = self._cache[path]
@@ -467,6 +486,8 @@ class IIIFServer:
             jpeg_quality=self.jpeg_quality,
         )
         ctype = FORMATS[fmt][1]
+        if identifier in self.resized_ids:
+            body = _resized(body, self.resized_ids[identifier], FORMATS[fmt][0])
         if self.cache_responses:
             self._cache[path] = (body, ctype)
         return 200, body, ctype
@@ -534,6 +555,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, head: bool) -> None:
         server = self.iiif
         with server._lock:
+            server.authorizations.append(self.headers.get("Authorization"))
             server.request_count += 1
             server.paths[self.path] += 1
             server.in_flight += 1
@@ -552,18 +574,63 @@ class _Handler(BaseHTTPRequestHandler):
                 if status >= 400:
                     server.error_count += 1
                 server.bytes_sent += len(body)
+            identifier = _identifier(self.path, server.prefix)
+            if status == 200 and identifier in server.huge_ids:
+                self._send_huge(server.huge_ids[identifier])
+                return
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Access-Control-Allow-Origin", "*")
             self.end_headers()
-            if not head:
+            if head:
+                return
+            if status == 200 and identifier in server.trickle_ids:
+                for index in range(len(body)):
+                    self.wfile.write(body[index : index + 1])
+                    self.wfile.flush()
+                    time.sleep(server.trickle_ids[identifier])
+            else:
                 self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
             with server._lock:
                 server.in_flight -= 1
+
+    def _send_huge(self, size: int) -> None:
+        """A body of `size` zero bytes, streamed; the count sent lands in `bytes_sent`."""
+        server = self.iiif
+        self.send_response(200)
+        self.send_header("Content-Type", FORMATS["jpg"][1])
+        if server.declare_length:
+            self.send_header("Content-Length", str(size))
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        chunk = bytes(64 * 1024)
+        sent = 0
+        try:
+            while sent < size:
+                self.wfile.write(chunk[: size - sent])
+                sent += min(len(chunk), size - sent)
+        finally:
+            with server._lock:
+                server.bytes_sent += sent
+
+
+def _identifier(path: str, prefix: str) -> str:
+    parts = urlsplit(path).path[len(prefix) :].strip("/").split("/")
+    return unquote("/".join(parts[:-4])) if len(parts) >= 5 else ""
+
+
+def _resized(body: bytes, factors: tuple[float, float], pil_format: str) -> bytes:
+    with Image.open(io.BytesIO(body)) as image:
+        size = (round(image.width * factors[0]), round(image.height * factors[1]))
+        buffer = io.BytesIO()
+        image.resize(size).save(buffer, format=pil_format)
+    return buffer.getvalue()
 
 
 def expected_size(

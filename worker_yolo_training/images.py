@@ -1,157 +1,129 @@
 """Getting each dataset element's oriented crop to disk.
 
-An `ImageSource` returns the crop of an image region at a given size: `IIIFSource` asks the image's
-IIIF server, `FolderSource` reads full images from a folder. `write_crop` then mirrors, rotates,
-optionally enhances contrast and writes the JPEG once.
+An `ImageSource` returns the crop of an image region at a given size: `IIIFSource` (iiif.py) asks
+the image's IIIF server, `FolderSource` reads full images from a folder. `CropStore` then brings
+the answer to the requested size, mirrors, rotates, optionally enhances contrast and writes the
+JPEG once, into a cache whose entries are verified before reuse.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
 import os
 import threading
-from dataclasses import dataclass
+import zlib
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
-import urllib3
 from PIL import Image, ImageOps, UnidentifiedImageError
-from tenacity import (
-    retry,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
+
+from worker_yolo_training.geometry import Frame
+from worker_yolo_training.iiif import (
+    DEFAULT_RETRIES,
+    IMAGE_TIMEOUT,
+    IIIFSource,
+    body_limit,
+    iiif_url,
+    redact,
+)
+from worker_yolo_training.image_request import (
+    CropRequest,
+    ImageError,
+    ImageServerUnreachable,
+    ImageSource,
+    StorageError,
+    fetch_size,
 )
 
-from worker_yolo_training.export import ImageInfo
-from worker_yolo_training.geometry import Box, Frame
+__all__ = [
+    "DEFAULT_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "IMAGE_TIMEOUT",
+    "CropRequest",
+    "CropStore",
+    "FolderSource",
+    "IIIFSource",
+    "ImageError",
+    "ImageServerUnreachable",
+    "ImageSource",
+    "StorageError",
+    "body_limit",
+    "decode",
+    "fetch_size",
+    "iiif_url",
+    "orient",
+    "redact",
+    "same_shape",
+    "write_image",
+]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
 JPEG_QUALITY = 90
-DEFAULT_TIMEOUT = (10, 60)  # connect, read: seconds
-DEFAULT_RETRIES = 5
-USER_AGENT = "worker-yolo-training"
-
-
-class ImageError(Exception):
-    """An image that cannot be obtained for good; the message says why."""
-
-
-@dataclass(frozen=True)
-class CropRequest:
-    """The part of an image a dataset element needs, and the size to fetch it at."""
-
-    image: ImageInfo
-    crop: Box
-    width: int
-    height: int
-
-
-def fetch_size(frame: Frame, image_size: int) -> tuple[int, int]:
-    """Size to fetch the crop at so that the oriented image's longest side is at most image_size.
-
-    Images are never upscaled.
-    """
-    scale = min(1.0, image_size / max(frame.size))
-    return (
-        max(1, round(frame.crop.width * scale)),
-        max(1, round(frame.crop.height * scale)),
-    )
-
-
-class ImageSource(Protocol):
-    def fetch(self, request: CropRequest) -> bytes | Image.Image:
-        """The requested crop at the requested size: encoded bytes as a server sent them, or a
-        decoded image; raise ImageError when it cannot be had."""
-
-    def describe(self, request: CropRequest) -> str:
-        """Where the crop comes from (a URL, a file): the cache key, and for error reports."""
-
-
-# ---------------------------------------------------------------- IIIF
-
-
-def iiif_url(request: CropRequest) -> str:
-    """The IIIF Image API URL of a crop, in the syntax of the server's version (2 or 3)."""
-    image, crop = request.image, request.crop
-    full_region = crop == Box(0, 0, image.width, image.height)
-    region = "full" if full_region else f"{crop.x},{crop.y},{crop.width},{crop.height}"
-    if (request.width, request.height) == (crop.width, crop.height):
-        size = "max" if image.iiif_version == 3 else "full"
-    else:
-        size = f"{request.width},{request.height}"
-    return f"{image.url.rstrip('/')}/{region}/{size}/0/default.jpg"
-
-
-class HTTPStatusError(Exception):
-    def __init__(self, status: int):
-        super().__init__(f"HTTP {status}")
-        self.status = status
-
-
-def _is_transient(error: BaseException) -> bool:
-    if isinstance(error, HTTPStatusError):
-        return error.status >= 500
-    # Timeouts, refused or reset connections, truncated responses
-    return isinstance(error, urllib3.exceptions.HTTPError)
-
-
-class IIIFSource:
-    """Crops from IIIF servers over keep-alive connections (urllib3: a fraction of requests' CPU
-    per request), with retries on timeouts, connection errors and 5xx, never on 4xx."""
-
-    def __init__(
-        self,
-        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
-        retries: int = DEFAULT_RETRIES,
-        backoff: float = 1.0,
-        connections: int = 32,
-    ):
-        self.http = urllib3.PoolManager(
-            num_pools=16,
-            maxsize=connections,
-            timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
-            # Follow redirects (http → https, moved servers); tenacity does the retrying
-            retries=urllib3.Retry(total=None, connect=0, read=0, other=0, status=0, redirect=5),
-            headers={"User-Agent": USER_AGENT},
-        )
-        self._get = retry(
-            retry=retry_if_exception(_is_transient),
-            stop=stop_after_attempt(retries),
-            wait=wait_exponential(multiplier=backoff, max=30),
-            reraise=True,
-        )(self._get_once)
-
-    def _get_once(self, url: str) -> bytes:
-        response = self.http.request("GET", url)
-        if response.status >= 300:
-            raise HTTPStatusError(response.status)
-        return response.data
-
-    def describe(self, request: CropRequest) -> str:
-        return iiif_url(request)
-
-    def fetch(self, request: CropRequest) -> bytes:
-        url = iiif_url(request)
-        try:
-            return self._get(url)
-        except HTTPStatusError as error:
-            raise ImageError(str(error)) from error
-        except urllib3.exceptions.HTTPError as error:
-            raise ImageError(f"{type(error).__name__}: {error}") from error
+# (connect, read) for callers of the former API; both now follow one image timeout
+DEFAULT_TIMEOUT = (IMAGE_TIMEOUT, IMAGE_TIMEOUT)
+# An answer of another size than asked is accepted when its aspect ratio is the same up to this
+# (or 1 px): servers round each side on their own, and some size from a scale factor
+ASPECT_TOLERANCE = 0.01
+# Most pixels decoded for a crop, as a multiple of the requested pixels: a JPEG is decoded at
+# 1/2, 1/4 or 1/8 scale first (Pillow's draft), so only answers > 32× too large per side, or
+# other formats > 4× per side, are refused rather than decoded
+MAX_DECODE_FACTOR = 16
+DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError)
 
 
 def decode(content: bytes) -> Image.Image:
     """Decode image bytes fully (a truncated JPEG fails here, not later in training)."""
+    image = open_image(content)
     try:
-        image = Image.open(io.BytesIO(content))
         image.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+    except DECODE_ERRORS as error:
+        raise ImageError(f"not a valid image ({error})") from error
+    return image
+
+
+def open_image(content: bytes) -> Image.Image:
+    """Read the header only (Pillow refuses decompression bombs here)."""
+    try:
+        return Image.open(io.BytesIO(content))
+    except DECODE_ERRORS as error:
+        raise ImageError(f"not a valid image ({error})") from error
+
+
+def same_shape(received: tuple[int, int], requested: tuple[int, int]) -> bool:
+    """Whether an image of size `received` is the requested one at another scale."""
+    (width, height), (want_width, want_height) = received, requested
+    if min(width, height) < 1:
+        return False
+    return abs(height * want_width / width - want_height) <= max(
+        1.0, ASPECT_TOLERANCE * want_height
+    ) and abs(width * want_height / height - want_width) <= max(1.0, ASPECT_TOLERANCE * want_width)
+
+
+def load_at_size(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Decode an opened image at width×height, refusing another aspect ratio, and decoding a
+    larger answer at a reduced scale so that its size cannot take gigabytes."""
+    if not same_shape(image.size, (width, height)):
+        raise ImageError(
+            f"the server sent {image.width}×{image.height} px for a {width}×{height} crop: "
+            "another aspect ratio, its labels would not match"
+        )
+    try:
+        if image.size != (width, height):
+            image.draft(None, (width, height))  # JPEG: decoded at 1/2, 1/4 or 1/8 scale
+            if image.width * image.height > MAX_DECODE_FACTOR * width * height:
+                raise ImageError(
+                    f"the server sent {image.width}×{image.height} px for a {width}×{height} "
+                    "crop: too large to decode"
+                )
+        image.load()
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    except DECODE_ERRORS as error:
         raise ImageError(f"not a valid image ({error})") from error
     return image
 
@@ -168,8 +140,14 @@ class FolderSource:
         Image.MAX_IMAGE_PIXELS = None
 
     def path(self, image_id: str) -> Path:
+        """The file of an image, inside the folder only (an id such as `../x` is refused)."""
         for extension in IMAGE_EXTENSIONS:
             candidate = self.folder / f"{image_id}{extension}"
+            if candidate.parent != self.folder or "\0" in image_id:
+                raise ImageError(
+                    f"image id {image_id!r} is not a plain file name: not looked for outside "
+                    f"{self.folder}"
+                )
             if candidate.is_file():
                 return candidate
         raise ImageError(f"no file for image {image_id} in {self.folder}")
@@ -193,7 +171,7 @@ class FolderSource:
                     )
                 region.load()
                 return region
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        except DECODE_ERRORS as error:
             raise ImageError(f"not a valid image ({error}) at {path}") from error
 
     @staticmethod
@@ -226,25 +204,22 @@ def orient(image: Image.Image, frame: Frame) -> Image.Image:
     return image
 
 
-def _looks_complete(path: Path) -> bool:
-    """A cheap integrity check of a cached JPEG: start and end markers (truncation, garbage)."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        size = os.fstat(descriptor).st_size
-        head, tail = os.pread(descriptor, 2, 0), os.pread(descriptor, 2, max(0, size - 2))
-    finally:
-        os.close(descriptor)
-    return head == b"\xff\xd8" and tail == b"\xff\xd9"
+def checksum(content: bytes) -> str:
+    """What a cache entry's sidecar holds: its size and CRC-32.
+
+    CRC-32 detects damage (disk errors, a file edited or cut) at half SHA-256's cost on warm runs,
+    where every entry is checked; it is no defence against someone who can write the cache, but
+    neither would a hash stored beside the entry be.
+    """
+    return f"{len(content)} crc32:{zlib.crc32(content):08x}\n"
 
 
 class CropStore:
     """Final training images, oriented and enhanced, one file per distinct request.
 
     Each crop is fetched once, decoded once and written once; a later run with the same cache
-    folder fetches nothing. Without a cache folder, files live in a scratch folder.
+    folder fetches nothing. Beside each entry `<key>.jpg`, `<key>.sum` holds its size and CRC-32,
+    checked before the entry is reused. Without a cache folder, files live in a scratch folder.
     """
 
     def __init__(self, source: ImageSource, folder: Path, contrast: bool = False):
@@ -268,54 +243,84 @@ class CropStore:
     def cached(self, request: CropRequest, frame: Frame) -> Path | None:
         """The final image if a previous run left a sound one in the cache."""
         path = self.path(request, frame)
-        if _looks_complete(path):
+        try:
+            expected = path.with_suffix(".sum").read_text()
+            content = path.read_bytes()
+        except (OSError, UnicodeDecodeError):
+            return None  # not cached (or by a version without checksums): fetched
+        if checksum(content) == expected:
             return path
-        if path.exists():
-            logger.warning(f"Corrupt cache entry {path}: fetching it again")
+        logger.warning(f"Damaged cache entry {path} (size or checksum differs): fetching it again")
+        # Removed, so that it is reported once (the fetch checks the cache again)
+        path.with_suffix(".sum").unlink(missing_ok=True)
         return None
 
     def get(self, request: CropRequest, frame: Frame) -> tuple[Path, bool]:
-        """Path of the final image and whether it came from the cache; raises ImageError."""
+        """Path of the final image and whether it came from the cache; raises ImageError, or
+        StorageError when the cache cannot be written."""
         path = self.cached(request, frame)
         if path is not None:
             return path, True
-        path = self.path(request, frame)
         fetched = self.source.fetch(request)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.partial")
-        self.partials.add(partial)
-        try:
-            if isinstance(fetched, bytes) and self._usable_as_received(fetched, request, frame):
-                # A JPEG exactly as needed is written as received: no re-encoding, no quality loss
-                partial.write_bytes(fetched)
+        if isinstance(fetched, bytes):
+            image = open_image(fetched)
+            if self._usable_as_received(image, request, frame):
+                # A JPEG exactly as needed is kept as received: no re-encoding, no quality loss
+                content = fetched
             else:
-                image = decode(fetched) if isinstance(fetched, bytes) else fetched
-                write_image(image, frame, self.contrast, partial)
-            partial.replace(path)
-        finally:
-            partial.unlink(missing_ok=True)
-            self.partials.discard(partial)
+                content = encode(
+                    load_at_size(image, request.width, request.height), frame, self.contrast
+                )
+        else:
+            content = encode(fetched, frame, self.contrast)
+        path = self.path(request, frame)
+        self._write(path, content)
         return path, False
+
+    def _write(self, path: Path, content: bytes) -> None:
+        """Write an entry and its checksum atomically (write, then rename): no partial file."""
+        partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.partial")
+        partial_sum = partial.with_suffix(".partial-sum")
+        self.partials.update((partial, partial_sum))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_bytes(content)
+            partial_sum.write_text(checksum(content))
+            # The checksum first: a stop between the renames leaves a mismatch, fetched again
+            partial_sum.replace(path.with_suffix(".sum"))
+            partial.replace(path)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                reason = "the disk is full"
+            else:
+                reason = error.strerror or str(error)
+            raise StorageError(
+                f"Cannot write the image cache in {self.folder}: {reason}. Free some space there, "
+                "or choose another folder with --cache-dir."
+            ) from error
+        finally:
+            for leftover in (partial, partial_sum):
+                leftover.unlink(missing_ok=True)
+                self.partials.discard(leftover)
 
     def remove_partials(self) -> None:
         """Files other threads were writing when the run stopped."""
         for partial in list(self.partials):
             partial.unlink(missing_ok=True)
 
-    def _usable_as_received(self, content: bytes, request: CropRequest, frame: Frame) -> bool:
+    def _usable_as_received(self, image: Image.Image, request: CropRequest, frame: Frame) -> bool:
         if frame.rotation_angle or frame.mirrored or self.contrast:
             return False
+        if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+            return False
+        if image.size != (request.width, request.height):
+            return False
         try:
-            image = Image.open(io.BytesIO(content))
-            if image.format != "JPEG" or image.mode not in ("RGB", "L"):
-                return False
-            if image.size != (request.width, request.height):
-                return False
             # Decoding at 1/8 scale reads the whole stream (truncation and garbage fail here)
             # for a fraction of a full decode
             image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        except DECODE_ERRORS as error:
             raise ImageError(f"not a valid image ({error})") from error
         return True
 
@@ -331,10 +336,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def write_image(image: Image.Image, frame: Frame, contrast: bool, path: Path) -> tuple[int, int]:
-    """Orient, optionally enhance, and write one training image as JPEG; returns its size."""
+def encode(image: Image.Image, frame: Frame, contrast: bool) -> bytes:
+    """Orient, optionally enhance, and encode one training image as JPEG."""
     image = orient(to_rgb(image), frame)
     if contrast:
         image = ImageOps.equalize(ImageOps.grayscale(image)).convert("RGB")
-    image.save(path, format="JPEG", quality=JPEG_QUALITY)
-    return image.size
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def write_image(image: Image.Image, frame: Frame, contrast: bool, path: Path) -> None:
+    """Orient, optionally enhance, and write one training image as JPEG."""
+    path.write_bytes(encode(image, frame, contrast))
