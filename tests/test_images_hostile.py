@@ -126,6 +126,7 @@ def test_connect_timeout_follows_the_image_timeout(make_export, tmp_path):
             filler.close()
     assert "timed out. (connect timeout=0.5)" in process.stderr
     assert f"Image server 127.0.0.1:{port} is unreachable" in process.stderr
+    assert process.returncode == 2 and "Traceback" not in process.stderr
     assert seconds < 9  # a 10 s connect timeout per attempt before
 
 
@@ -233,8 +234,9 @@ def test_server_down_stops_the_run_quickly(make_export, tmp_path):
     started = time.monotonic()
     process = export.run(tmp_path / "out", check=False)
     assert time.monotonic() - started < 20  # 40 pages × 5 attempts with backoff before
-    assert process.returncode != 0
+    assert process.returncode == 2
     assert f"Image server 127.0.0.1:{port} is unreachable" in process.stderr
+    assert "Traceback" not in process.stderr
 
 
 @pytest.mark.parametrize("base", ["file:///etc", "ftp://127.0.0.1/iiif"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from worker_yolo_training.config import ConfigurationError
 from worker_yolo_training.fetching import DEFAULT_CONCURRENCY
-from worker_yolo_training.images import DEFAULT_RETRIES, DEFAULT_TIMEOUT
+from worker_yolo_training.iiif import DEFAULT_RETRIES, IMAGE_TIMEOUT
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image-timeout",
         type=float,
-        default=DEFAULT_TIMEOUT[1],
-        help="Seconds to wait for an image server's answer.",
+        default=IMAGE_TIMEOUT,
+        help="Seconds allowed to connect and between two reads of an image answer; each attempt "
+        "must also complete within 3× this.",
     )
     parser.add_argument(
         "--image-retries",

@@ -136,13 +136,12 @@ class IIIFSource:
 
     def __init__(
         self,
-        timeout: float | tuple[float, float] = IMAGE_TIMEOUT,
+        timeout: float = IMAGE_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
         backoff: float = 1.0,
         connections: int = 32,
         deadline: float | None = None,
     ):
-        timeout = timeout[1] if isinstance(timeout, tuple) else timeout
         self.deadline = deadline if deadline is not None else DEADLINE_FACTOR * timeout
         self.http = urllib3.PoolManager(
             num_pools=16,

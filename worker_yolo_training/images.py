@@ -40,7 +40,6 @@ from worker_yolo_training.image_request import (
 
 __all__ = [
     "DEFAULT_RETRIES",
-    "DEFAULT_TIMEOUT",
     "IMAGE_TIMEOUT",
     "CropRequest",
     "CropStore",
@@ -64,8 +63,6 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
 JPEG_QUALITY = 90
-# (connect, read) for callers of the former API; both now follow one image timeout
-DEFAULT_TIMEOUT = (IMAGE_TIMEOUT, IMAGE_TIMEOUT)
 # An answer of another size than asked is accepted when its aspect ratio is the same up to this
 # (or 1 px): servers round each side on their own, and some size from a scale factor
 ASPECT_TOLERANCE = 0.01

@@ -27,7 +27,14 @@ from worker_yolo_training.cli_arguments import add_arguments, check_arguments
 from worker_yolo_training.config import ConfigurationError, TrainingConfig, parse_config
 from worker_yolo_training.config_file import read_config_file
 from worker_yolo_training.files import DiskFullError
-from worker_yolo_training.images import CropStore, FolderSource, IIIFSource, ImageSource
+from worker_yolo_training.images import (
+    CropStore,
+    FolderSource,
+    IIIFSource,
+    ImageServerUnreachable,
+    ImageSource,
+    StorageError,
+)
 from worker_yolo_training.layout import RunLayout
 from worker_yolo_training.pipeline import crop_store, extract, package, train_and_evaluate
 from worker_yolo_training.publish import model_configuration, model_description
@@ -45,6 +52,8 @@ INPUT_ERRORS = (
     BaseModelError,
     DiskFullError,
     export.ExportError,
+    ImageServerUnreachable,
+    StorageError,
 )
 
 
@@ -235,7 +244,7 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
             FolderSource(self.args.images)
             if self.args.images
             else IIIFSource(
-                timeout=(10, self.args.image_timeout),
+                timeout=self.args.image_timeout,
                 retries=self.args.image_retries,
                 connections=self.args.concurrency,
             )
