@@ -7,7 +7,8 @@ import time
 import pytest
 
 from worker_yolo_training.config import Mode
-from worker_yolo_training.derived import DatasetShape, Histogram, derive
+from worker_yolo_training.dataset_shape import DatasetShape, Histogram
+from worker_yolo_training.derived import derive
 from worker_yolo_training.geometry import Label
 
 
