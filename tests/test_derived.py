@@ -8,7 +8,7 @@ import pytest
 
 from worker_yolo_training.config import Mode
 from worker_yolo_training.dataset_shape import DatasetShape, Histogram
-from worker_yolo_training.derived import derive
+from worker_yolo_training.derived import derive, sizes_table
 from worker_yolo_training.geometry import Label
 
 
@@ -178,3 +178,21 @@ def test_segment_pages_of_hundreds_of_objects_are_measured_quickly():
     shape.add_element("train", "page", objects, (1000, 1000))
     assert time.perf_counter() - start < 1
     assert shape.nested == {("text_line", "main_zone"): 400, ("margin", "main_zone"): 1}
+
+
+def test_sizes_table_has_a_row_per_split_and_class():
+    shape = DatasetShape(Mode.Segment, ["main_zone", "text_line"])
+    shape.add_element("train", "page", zone_and_lines(), (1000, 1000))
+    shape.add_element("val", "page2", zone_and_lines()[:2], (1000, 1000))
+    table = sizes_table(derive(shape, 640, {}).figures).splitlines()
+    assert table[0] == (
+        "| split | class | objects | thickness px (5/50/95 %) | under 4 px "
+        "| thickness mask px (5/50/95 %) | under 2 mask px |"
+    )
+    # a 40 px square of a 1000 px page is 25.6 px at 640, 6.4 mask px
+    assert table[3].startswith("| train | text_line | 4 | 25.")
+    assert "| 0.0% | 6." in table[3]
+    assert [row.split(" | ")[:2] for row in table[2:]] == [
+        ["| train", "main_zone"], ["| train", "text_line"],
+        ["| val", "main_zone"], ["| val", "text_line"],
+    ]  # fmt: skip

@@ -194,3 +194,30 @@ def derive(shape: DatasetShape, image_size: int, training_kwargs: Mapping) -> De
         warnings=thin_object_warnings(shape, image_size, mask_ratio),
         figures=shape.figures(image_size, mask_ratio),
     )
+
+
+def sizes_table(figures: dict) -> str:
+    """The object sizes of `Derivation.figures` as a Markdown table for the extraction summary:
+    one row per split and class, thickness percentiles and the shares under the limits."""
+    segment = any(
+        "thickness_mask_px" in sizes
+        for split in figures["sizes"].values()
+        for sizes in split.values()
+    )
+    header = ["split", "class", "objects", "thickness px (5/50/95 %)", "under 4 px"]
+    header += ["thickness mask px (5/50/95 %)", "under 2 mask px"] if segment else []
+    rows = []
+    for split, classes in figures["sizes"].items():
+        for name, sizes in classes.items():
+            row = [split, name, sizes["objects"], _percentiles(sizes["thickness_px"])]
+            row.append(f"{sizes['share_under_4_px']:.1%}")
+            if segment:
+                row.append(_percentiles(sizes["thickness_mask_px"]))
+                row.append(f"{sizes['share_under_2_mask_px']:.1%}")
+            rows.append(row)
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
+
+
+def _percentiles(values: dict) -> str:
+    return " / ".join(f"{value:.1f}" for value in values.values())
