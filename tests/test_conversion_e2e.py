@@ -376,7 +376,7 @@ class Generator:
             self.to_image(self.quad(0.6 * cw, 0.3 * ch, 0.1 * cw, 0.1 * ch)),
             image=self.other_image,
         )
-        # 9. a U whose base is above the crop: clipping leaves its two arms (largest kept)
+        # 9. a U whose base is above the crop: clipping leaves its two arms (one label covers both)
         if index % 4 == 1:
             s = [rng.uniform(-0.02, 0.02) * cw for _ in range(4)]
             u_shape = [
