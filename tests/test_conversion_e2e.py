@@ -4,7 +4,10 @@ Expectations are computed here, independently of `worker_yolo_training.geometry`
 orientation by hand from the rules (crop = floor/ceil of the element's bounds clamped to its image;
 mirror x → W − x, then rotate clockwise: 90: (H − y, x), 180: (W − x, H − y), 270: (y, W − x)),
 clipping with shapely in the unoriented crop and only then orienting the points by hand; oriented
-boxes by rotating calipers, any of several tied minimum rectangles being accepted. Images are RGB
+boxes by rotating calipers, any of several tied minimum rectangles being accepted. An object cut
+into several parts is one label covering them all: the box of all parts, the minimum rectangle of
+all parts, or (segment) one ring whose points are exactly the parts' vertices and whose filled
+area is exactly the parts' area (how the ring joins them is Ultralytics' business). Images are RGB
 gradients (red follows x, green follows y, blue identifies the image) so that the orientation of
 every written image is checked as well as its size.
 
@@ -29,7 +32,7 @@ import pytest
 import yaml
 from PIL import Image
 from shapely import make_valid
-from shapely.geometry import Polygon, box
+from shapely.geometry import MultiPolygon, Polygon, box
 
 from tests.exports import ExportBuilder, new_id, rectangle, seed_ids
 from tests.helpers import run_local
@@ -53,7 +56,6 @@ OUTSIDE = "object outside the crop"
 DEGENERATE = "degenerate geometry (no area)"
 OTHER_TYPE = "type not requested"
 RUN_FILTERED = "worker run not selected"
-EXTRA_PARTS = "extra parts of a multi-part object (largest kept)"
 
 UNSAFE_IDS = ("../../../../evil", "..")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]+\.(txt|jpg)$")
@@ -374,7 +376,7 @@ class Generator:
             self.to_image(self.quad(0.6 * cw, 0.3 * ch, 0.1 * cw, 0.1 * ch)),
             image=self.other_image,
         )
-        # 9. a U whose base is above the crop: clipping leaves its two arms (largest kept)
+        # 9. a U whose base is above the crop: clipping leaves its two arms (one label covers both)
         if index % 4 == 1:
             s = [rng.uniform(-0.02, 0.02) * cw for _ in range(4)]
             u_shape = [
@@ -462,6 +464,8 @@ class ExpectedLabel:
     values: tuple[float, ...]
     # other acceptable values: oriented boxes of the same minimum area (ties)
     alternatives: tuple[tuple[float, ...], ...] = ()
+    # segment mode, an object of several parts: their rings, normalised (the label joins them)
+    parts: tuple[tuple[tuple[float, float], ...], ...] = ()
 
 
 # Two rectangles whose areas differ by less than this (relative) are both minimum: float noise
@@ -495,8 +499,9 @@ def minimum_rectangles(part: Polygon) -> list[list[tuple[float, float]]]:
 
 def expected_object(
     page: PageSpec, obj: Obj, mode: str, worker_runs
-) -> tuple[ExpectedLabel, Counter] | Counter:
-    """The label of an object of a page with its dropped parts, or why it is skipped (a Counter)."""
+) -> tuple[ExpectedLabel, int] | Counter:
+    """The label of an object of a page with its number of parts, or why it is skipped (a
+    Counter)."""
     reasons = []
     if obj.type not in CLASS_NAMES:
         reasons.append(OTHER_TYPE)
@@ -518,7 +523,7 @@ def expected_object(
     clipped = areal_parts(shape.intersection(box(0, 0, width, height)))
     if not clipped:
         return Counter([OUTSIDE])
-    part = max(clipped, key=lambda p: p.area)
+    whole = clipped[0] if len(clipped) == 1 else MultiPolygon(clipped)
     out_width, out_height = page.oriented_size()
 
     def oriented(points):
@@ -528,12 +533,15 @@ def expected_object(
             result.append((min(1.0, max(0.0, u / out_width)), min(1.0, max(0.0, v / out_height))))
         return result
 
+    rings = [oriented(list(part.exterior.coords)[:-1]) for part in clipped]
+    parts = ()
     if mode == "segment":
-        points = oriented(list(part.exterior.coords)[:-1])
-        values = tuple(value for point in points for value in point)
+        values = tuple(value for ring in rings for point in ring for value in point)
         alternatives = ()
+        if len(rings) > 1:
+            parts = tuple(tuple(ring) for ring in rings)
     elif mode == "bbox":
-        points = oriented(list(part.exterior.coords)[:-1])
+        points = [point for ring in rings for point in ring]
         us, vs = [p[0] for p in points], [p[1] for p in points]
         alternatives = ()
         values = (
@@ -545,27 +553,25 @@ def expected_object(
     else:
         values, *alternatives = (
             tuple(value for point in oriented(corners) for value in point)
-            for corners in minimum_rectangles(part)
+            for corners in minimum_rectangles(whole)
         )
-    label = ExpectedLabel(CLASS_NAMES.index(obj.type), values, tuple(alternatives))
-    if len(clipped) > 1:
-        return label, Counter({EXTRA_PARTS: len(clipped) - 1})
-    return label, Counter()
+    label = ExpectedLabel(CLASS_NAMES.index(obj.type), values, tuple(alternatives), parts)
+    return label, len(clipped)
 
 
 def expected_page(page: PageSpec, mode: str, worker_runs):
-    """Labels, objects per class and skip reasons of one page."""
-    labels, objects, skipped = [], Counter(), Counter()
+    """Labels, objects per class, skip reasons and objects of several parts of one page."""
+    labels, objects, skipped, several = [], Counter(), Counter(), 0
     for obj in page.objects.values():
         outcome = expected_object(page, obj, mode, worker_runs)
         if isinstance(outcome, Counter):
             skipped.update(outcome)
             continue
-        label, extra = outcome
+        label, parts = outcome
         labels.append(label)
         objects[obj.type] += 1
-        skipped.update(extra)
-    return labels, objects, skipped
+        several += parts > 1
+    return labels, objects, skipped, several
 
 
 # ---------------------------------------------------------------- running the console script
@@ -653,9 +659,33 @@ def parse_line(line: str) -> ExpectedLabel:
 
 
 def same_label(mode: str, expected: ExpectedLabel, actual: ExpectedLabel) -> bool:
-    return expected.class_index == actual.class_index and any(
+    if expected.class_index != actual.class_index:
+        return False
+    if expected.parts:
+        return joins(expected.parts, actual.values)
+    return any(
         same_values(mode, values, actual.values)
         for values in (expected.values, *expected.alternatives)
+    )
+
+
+def joins(parts: tuple, values: tuple[float, ...]) -> bool:
+    """One ring whose points are the parts' vertices (no other) and that fills the parts exactly:
+    the parts joined by zero-width cuts."""
+    ring = list(zip(values[0::2], values[1::2], strict=True))
+    vertices = [point for part in parts for point in part]
+    if not (covered(vertices, ring) and covered(ring, vertices)):
+        return False
+    filled = make_valid(Polygon(ring))
+    union = MultiPolygon([Polygon(part) for part in parts])
+    # 6 decimals move each vertex by 5e-7 at most: the areas differ by about perimeter × 5e-7
+    return filled.symmetric_difference(union).area <= 1e-5
+
+
+def covered(points, others) -> bool:
+    return all(
+        any(abs(x - u) <= TOLERANCE and abs(y - v) <= TOLERANCE for u, v in others)
+        for x, y in points
     )
 
 
@@ -667,13 +697,6 @@ def same_values(mode: str, expected: tuple[float, ...], actual: tuple[float, ...
     # polygons and oriented boxes: the same points, in any order
     expected_points = list(zip(expected[0::2], expected[1::2], strict=True))
     actual_points = list(zip(actual[0::2], actual[1::2], strict=True))
-
-    def covered(points, others):
-        return all(
-            any(abs(x - u) <= TOLERANCE and abs(y - v) <= TOLERANCE for u, v in others)
-            for x, y in points
-        )
-
     return covered(expected_points, actual_points) and covered(actual_points, expected_points)
 
 
@@ -692,13 +715,13 @@ def test_every_label_file_matches_the_spec(extraction, scenario):
     dataset = extraction.output / "dataset"
     runs = worker_runs(scenario)
     problems = []
-    checked = 0
+    checked = several = 0
     for split in SPLITS:
         pages = [page for page in scenario.memberships(split) if page.image is not None]
         files = element_files(dataset / "labels" / split, pages, ".txt")
         assert set(files) == {page.id for page in pages}
         for page in pages:
-            expected, _, _ = expected_page(page, extraction.mode, runs)
+            expected, _, _, _ = expected_page(page, extraction.mode, runs)
             text = files[page.id].read_text()
             assert text == "" or text.endswith("\n")
             actual = [parse_line(line) for line in text.splitlines()]
@@ -709,8 +732,11 @@ def test_every_label_file_matches_the_spec(extraction, scenario):
                     f"crop {page.crop()}): missing {missing}, unexpected {extra}"
                 )
             checked += len(expected)
+            several += sum(bool(label.parts) for label in expected)
     assert not problems, "\n".join(problems)
     assert checked > 200
+    # the scenario does exercise objects of several parts (bow ties, U shapes cut by the crop)
+    assert extraction.mode != "segment" or several >= 10
 
 
 def test_images_have_the_oriented_crop_size_and_orientation(extraction, scenario):
@@ -753,7 +779,7 @@ def test_summary_counts_every_skip_reason_and_the_leaks(extraction, scenario):
                 skipped[NO_IMAGE] += 1
                 continue
             images += 1
-            _, page_objects, page_skipped = expected_page(page, extraction.mode, runs)
+            _, page_objects, page_skipped, _ = expected_page(page, extraction.mode, runs)
             objects.update(page_objects)
             skipped.update(page_skipped)
         report = summary["splits"][split]
@@ -772,7 +798,6 @@ def test_summary_counts_every_skip_reason_and_the_leaks(extraction, scenario):
         DEGENERATE,
         OTHER_TYPE,
         RUN_FILTERED,
-        EXTRA_PARTS,
     }
     leaks = {
         page.id: sorted({SPLIT_OF_SET[name] for name in page.sets if name in SPLIT_OF_SET})
@@ -782,6 +807,22 @@ def test_summary_counts_every_skip_reason_and_the_leaks(extraction, scenario):
     assert len(expected_leaks) == 2
     assert summary["leaks"] == expected_leaks
     assert "'extra'" in extraction.process.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs dataset.py to count Label.parts > 1 per split as objects_with_several_parts",
+)
+def test_summary_counts_the_objects_of_several_parts(extraction, scenario):
+    summary = json.loads((extraction.output / "dataset" / "summary.json").read_text())
+    runs = worker_runs(scenario)
+    for split in SPLITS:
+        expected = sum(
+            expected_page(page, extraction.mode, runs)[3]
+            for page in scenario.memberships(split)
+            if page.image is not None
+        )
+        assert summary["splits"][split]["objects_with_several_parts"] == expected, split
 
 
 def test_nothing_is_written_outside_the_dataset_folder(extraction, scenario):

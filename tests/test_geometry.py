@@ -1,10 +1,12 @@
 """Geometry on hand-computed cases: crop boxes, orientation, clipping and every mode."""
 
+import numpy as np
 import pytest
 from arkindex_worker.image import revert_orientation
 from arkindex_worker.models import Element
-from PIL import Image
-from shapely.geometry import Polygon
+from PIL import Image, ImageDraw
+from shapely import make_valid
+from shapely.geometry import MultiPolygon, Polygon
 
 from worker_yolo_training.config import Mode
 from worker_yolo_training.geometry import (
@@ -40,7 +42,7 @@ def test_segment_label_is_relative_to_a_crop_with_offset():
     label = object_label(rect(120, 60, 100, 50), frame, Mode.Segment)
     # x: (120-100)/200 = 0.1 .. (220-100)/200 = 0.6 ; y: (60-50)/100 = 0.1 .. 0.6
     assert points(label) == {(0.1, 0.1), (0.6, 0.1), (0.6, 0.6), (0.1, 0.6)}
-    assert label.dropped_parts == 0
+    assert label.parts == 1
 
 
 def test_bbox_of_an_object_crossing_the_crop_edge_is_clipped_inside_the_image():
@@ -74,25 +76,77 @@ def test_zero_area_polygons_are_degenerate(polygon):
 
 
 # A bow tie whose edges cross at (48, 48): left triangle (0,0) (48,48) (0,80), area 1920;
-# right triangle (48,48) (60,60) (60,40), area 120.
+# right triangle (48,48) (60,60) (60,40), area 120. Together: x 0..60, y 0..80, and their convex
+# hull (0,0) (60,40) (60,60) (0,80) has its smallest rectangle upright (60×80 = 4800, against
+# 5280 and 5538 along its slanted edges).
 BOW_TIE = [[0, 0], [60, 60], [60, 40], [0, 80]]
-LARGEST_PART = {
-    Mode.Segment: {(0.0, 0.0), (0.48, 0.48), (0.0, 0.8)},
-    Mode.BBox: {(0.24, 0.4), (0.48, 0.8)},
+BOW_TIE_PARTS = [[(0, 0), (48, 48), (0, 80)], [(48, 48), (60, 60), (60, 40)]]
+# A U whose base is above a 100×100 crop: the crop edge cuts it into its two arms, x 10..30 ×
+# y 0..40 (800) and x 70..90 × y 0..50 (1000). Together: x 10..90, y 0..50; their hull's smallest
+# rectangle is upright (80×50).
+U_SHAPE = [[10, -20], [90, -20], [90, 50], [70, 50], [70, -10], [30, -10], [30, 40], [10, 40]]
+U_PARTS = [[(10, 0), (30, 0), (30, 40), (10, 40)], [(70, 0), (90, 0), (90, 50), (70, 50)]]
+MULTI_PART = {
+    "bow-tie": (
+        BOW_TIE,
+        BOW_TIE_PARTS,
+        {
+            Mode.BBox: (0.3, 0.4, 0.6, 0.8),
+            Mode.OBB: {(0.0, 0.0), (0.6, 0.0), (0.6, 0.8), (0.0, 0.8)},
+        },
+    ),
+    "crop-cut": (
+        U_SHAPE,
+        U_PARTS,
+        {
+            Mode.BBox: (0.5, 0.25, 0.8, 0.5),
+            Mode.OBB: {(0.1, 0.0), (0.9, 0.0), (0.9, 0.5), (0.1, 0.5)},
+        },
+    ),
 }
 
 
+def normalised(parts, size=100):
+    return [[(x / size, y / size) for x, y in part] for part in parts]
+
+
 @pytest.mark.parametrize("mode", list(Mode))
-def test_self_intersecting_polygon_keeps_its_largest_part_in_every_mode(mode):
-    label = object_label(BOW_TIE, Frame(Box(0, 0, 100, 100)), mode)
-    assert label.dropped_parts == 1
-    if mode is Mode.OBB:
-        # the minimum rotated rectangle of the left triangle has twice its area
-        assert Polygon(
-            list(zip(label.coordinates[0::2], label.coordinates[1::2], strict=False))
-        ).area == (pytest.approx(2 * 0.1920, abs=1e-4))
+@pytest.mark.parametrize("case", list(MULTI_PART))
+def test_an_object_with_several_parts_is_one_label_covering_every_part(case, mode):
+    polygon, parts, expected = MULTI_PART[case]
+    label = object_label(polygon, Frame(Box(0, 0, 100, 100)), mode)
+    assert label.parts == 2
+    if mode is Mode.BBox:
+        assert label.coordinates == pytest.approx(expected[mode])
+    elif mode is Mode.OBB:
+        assert points(label) == expected[mode]
     else:
-        assert points(label) == LARGEST_PART[mode]
+        # one ring through the vertices of every part, and of nothing else
+        assert points(label) == {point for part in normalised(parts) for point in part}
+        ring = list(zip(label.coordinates[0::2], label.coordinates[1::2], strict=True))
+        whole = make_valid(Polygon(ring))
+        union = MultiPolygon([Polygon(part) for part in normalised(parts)])
+        # the parts joined by zero-width cuts: exactly the parts' area, and no more
+        assert whole.area == pytest.approx(union.area)
+        assert whole.symmetric_difference(union).area == pytest.approx(0, abs=1e-9)
+
+
+@pytest.mark.parametrize("case", list(MULTI_PART))
+def test_the_mask_ultralytics_draws_for_a_joined_segment_covers_every_part(case):
+    from ultralytics.data.utils import polygon2mask
+
+    polygon, parts, _ = MULTI_PART[case]
+    label = object_label(polygon, Frame(Box(0, 0, 100, 100)), Mode.Segment)
+    ring = np.array(label.coordinates).reshape(-1, 2) * 100
+    mask = polygon2mask((100, 100), [ring.reshape(-1)], color=1, downsample_ratio=1)
+    expected = np.zeros((100, 100), dtype=np.uint8)
+    for part in parts:
+        drawn = Image.new("L", (100, 100))
+        ImageDraw.Draw(drawn).polygon(part, fill=1)
+        expected |= np.asarray(drawn)
+    # every pixel of every part is in the mask; outside them only the cuts' pixels (one thin line)
+    assert (mask[expected == 1] == 1).all()
+    assert (mask & ~expected.astype(bool)).sum() <= 100
 
 
 def test_float_coordinates_with_fractional_page_offset_stay_exact():

@@ -16,7 +16,7 @@ from functools import cached_property
 import numpy as np
 import shapely
 from shapely import affinity, make_valid
-from shapely.geometry import Polygon, box
+from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
 from worker_yolo_training.config import Mode
@@ -39,6 +39,8 @@ class Skip(StrEnum):
     OutsideCrop = "object outside the crop"
     Degenerate = "degenerate geometry (no area)"
     Malformed = "malformed polygon (not a list of [x, y] numbers)"
+    # Never produced any more (an object with several parts is kept whole, see `Label.parts`);
+    # stays until dataset.py stops referring to it
     ExtraParts = "extra parts of a multi-part object (largest kept)"
 
 
@@ -129,10 +131,16 @@ def polygon_parts(geometry: BaseGeometry) -> list[Polygon]:
 
 @dataclass(frozen=True)
 class Label:
-    """One object of one image: normalised coordinates and how many parts were left out."""
+    """One object of one image: normalised coordinates, and how many parts its geometry had (a
+    self-intersecting polygon repaired, or a shape the crop edge cuts: several, all in the label)."""
 
     coordinates: tuple[float, ...]
-    dropped_parts: int = 0
+    parts: int = 1
+
+    @property
+    def dropped_parts(self) -> int:
+        """No part is dropped any more; kept until dataset.py counts `parts` instead."""
+        return 0
 
 
 def object_label(points: list, frame: Frame, mode: Mode) -> Label | Skip:
@@ -144,7 +152,9 @@ def object_labels(polygons: list[list], frame: Frame, mode: Mode) -> list[Label 
     """Clip objects to their frame and turn them into YOLO coordinates for the mode.
 
     An object whose geometry has several parts (a self-intersecting polygon, or one the crop edge
-    cuts in two) keeps its largest part, in every mode, so that one annotation stays one object.
+    cuts in two) stays one whole object, in every mode: `bbox` is the box of all parts, `obb` their
+    minimum rotated rectangle, `segment` one polygon joining the parts as Ultralytics joins the
+    parts of a COCO object, so that the mask it rasterises covers every part.
     The objects of a page go through shapely together: per-call overhead dominates small polygons.
     """
     oriented = [_oriented(points, frame) for points in polygons]
@@ -201,15 +211,28 @@ def _label(
         clipped = polygon_parts(shape.intersection(box(0, 0, width, height)))
         if not clipped:
             return Skip.OutsideCrop
-    part = clipped[0]
+    whole = clipped[0] if len(clipped) == 1 else MultiPolygon(clipped)
     if mode is Mode.Segment:
-        points = list(part.exterior.coords)[:-1]
+        points = _joined(clipped)
     elif mode is Mode.BBox:
-        minx, miny, maxx, maxy = part.bounds
+        minx, miny, maxx, maxy = whole.bounds
         points = [((minx + maxx) / 2, (miny + maxy) / 2), (maxx - minx, maxy - miny)]
     else:
-        points = list(part.minimum_rotated_rectangle.exterior.coords)[:-1]
-    return Label(_normalise(points, width, height), dropped_parts=len(clipped) - 1)
+        points = list(whole.minimum_rotated_rectangle.exterior.coords)[:-1]
+    return Label(_normalise(points, width, height), parts=len(clipped))
+
+
+def _joined(parts: list[Polygon]) -> list[tuple[float, float]]:
+    """One ring through every part: Ultralytics' own joining of the parts of a COCO object (each
+    part entered and left at its point closest to the next one, by a zero-width cut), so that
+    `cv2.fillPoly` fills every part. The outer rings only: holes are not kept in any mode."""
+    rings = [list(part.exterior.coords)[:-1] for part in parts]
+    if len(rings) == 1:
+        return rings[0]
+    # Imported only when an object has several parts: importing Ultralytics takes over a second
+    from ultralytics.data.converter import merge_multi_segment
+
+    return [tuple(point) for piece in merge_multi_segment(rings) for point in piece.tolist()]
 
 
 def _inside(points: list[tuple[float, float]], width: int, height: int) -> bool:

@@ -69,21 +69,94 @@ def _download(url: str, target: Path) -> None:
     partial.replace(target)
 
 
-def finetuned_model(model_dir: Path, config: TrainingConfig) -> str:
-    """The `model.pt` of the model version being fine-tuned; warns when its classes differ."""
-    from ultralytics import YOLO
+@dataclass(frozen=True)
+class ParentModel:
+    """What a model version to fine-tune was trained for, read from its checkpoint."""
 
+    task: str
+    class_names: list[str]
+    image_size: int | None
+
+
+def read_parent(path: Path) -> ParentModel:
+    """The task, classes and training image size of an Ultralytics checkpoint."""
+    from ultralytics.nn.tasks import load_checkpoint
+
+    model, checkpoint = load_checkpoint(path)
+    train_args = checkpoint.get("train_args") or {}
+    image_size = train_args.get("imgsz")
+    return ParentModel(
+        task=train_args.get("task") or model.task,
+        class_names=[str(name) for name in model.names.values()],
+        image_size=image_size if isinstance(image_size, int) else None,
+    )
+
+
+def _same_name(name: str) -> str:
+    # How Ultralytics matches class names between a checkpoint and the new dataset
+    # (nn/tasks.py `BaseModel._remap_cls_by_names`)
+    return name.strip().lower()
+
+
+@dataclass(frozen=True)
+class ClassChanges:
+    """The classes of a fine-tuning: those whose class-head weights are kept (matched by name, as
+    Ultralytics' `cls_remap` does), those learned from scratch, those the new model drops."""
+
+    kept: list[str]
+    new: list[str]
+    dropped: list[str]
+
+    def __str__(self) -> str:
+        def listed(names: list[str]) -> str:
+            return ", ".join(names) or "none"
+
+        return (
+            f"kept (their class-head weights are copied): {listed(self.kept)}; "
+            f"new (learned from scratch): {listed(self.new)}; dropped: {listed(self.dropped)}"
+        )
+
+
+def class_changes(parent: list[str], class_names: list[str]) -> ClassChanges:
+    """Compare the parent's classes with this training's `class_names`."""
+    known = {_same_name(name) for name in parent}
+    wanted = {_same_name(name) for name in class_names}
+    return ClassChanges(
+        kept=[name for name in class_names if _same_name(name) in known],
+        new=[name for name in class_names if _same_name(name) not in known],
+        dropped=[name for name in parent if _same_name(name) not in wanted],
+    )
+
+
+def finetuned_model(model_dir: Path, config: TrainingConfig) -> str:
+    """The `model.pt` of the model version being fine-tuned; says which classes are kept, new and
+    dropped, and warns when its task or training image size differ from this training's."""
     path = Path(model_dir) / "model.pt"
     if not path.is_file():
         raise BaseModelError(
             f"The model version to fine-tune has no model.pt in {model_dir}: "
             "pick a version published by this worker, or run without a model version."
         )
-    names = list(YOLO(str(path)).names.values())
-    if names != list(config.class_names):
+    parent = read_parent(path)
+    logger.info(
+        f"Fine-tuning {path}: task {parent.task}, classes {parent.class_names}, "
+        f"image_size {parent.image_size or 'unknown'}"
+    )
+    if parent.class_names != list(config.class_names):
+        changes = class_changes(parent.class_names, config.class_names)
         logger.warning(
-            f"The fine-tuned model predicts {names}, this training uses {list(config.class_names)}: "
-            "its detection head is retrained for the new classes."
+            f"The fine-tuned model predicts {parent.class_names}, this training uses "
+            f"{list(config.class_names)}: {changes}."
+        )
+    if parent.task != config.mode.task:
+        logger.warning(
+            f"The fine-tuned model was trained for the {parent.task} task, this training is "
+            f"{config.mode.task} (mode {config.mode.value}): only the layers both share are reused."
+        )
+    if parent.image_size and parent.image_size != config.image_size:
+        logger.warning(
+            f"The fine-tuned model was trained at image_size {parent.image_size}, this training "
+            f"uses {config.image_size}: objects appear at another scale than it learned."
         )
     return str(path)
 
