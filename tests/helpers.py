@@ -128,3 +128,17 @@ def assert_complete_except(export: IIIFExport, output: Path, failed_images: set[
             with Image.open(image) as opened:
                 opened.load()
                 assert max(opened.size) == 320  # 500×700 crop fitted in 320
+
+
+def box_points(x: float, y: float, width: float, height: float) -> tuple[tuple[float, float], ...]:
+    """An axis-aligned rectangle as a polygon (4 points, not closed)."""
+    return ((x, y), (x + width, y), (x + width, y + height), (x, y + height))
+
+
+def element_truth(
+    element_id: str, objects, image: Path = Path("unused.jpg"), width=1000, height=1000
+):
+    """A page-level evaluation element (see worker_yolo_training.pages.ElementTruth)."""
+    from worker_yolo_training.pages import ElementTruth
+
+    return ElementTruth(element_id, image, width, height, tuple(objects))
