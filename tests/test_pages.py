@@ -277,6 +277,12 @@ def test_oriented_boxes_give_their_corners_and_min_rectangle_mode():
     )
     # The mask's minimum rotated rectangle (closed ring, as shapely gives it), not the box
     assert len(rectangle.polygon) == 5 and max(x for x, _ in rectangle.polygon) < 100
+    flat = torch.zeros((1, 50, 100))
+    flat[0, 10, 10:60] = 1  # a one-pixel-high mask: a contour without area, no rectangle
+    (degenerate,) = result_predictions(
+        results((50, 100), boxes=boxes, masks=flat), use_segment=[], min_rectangle=True
+    )
+    assert to_element_pixels(degenerate.polygon, (1.0, 1.0), 100, 50) is None
 
 
 def test_no_result_gives_no_prediction():

@@ -123,7 +123,9 @@ def result_predictions(
 
 
 def _min_rectangle(segment: list) -> list:
-    return list(minimum_rotated_rectangle(Polygon(segment)).normalize().exterior.coords)
+    rectangle = minimum_rotated_rectangle(Polygon(segment)).normalize()
+    # A segment without area has no rectangle (the segmenter fails); `to_element_pixels` drops it
+    return list(rectangle.exterior.coords) if isinstance(rectangle, Polygon) else segment
 
 
 def scale_ratios(truth: ElementTruth, image_width: int, image_height: int) -> tuple[float, float]:
@@ -255,6 +257,13 @@ def evaluate_pages(
     pages = {}
     for split, scored in scores.items():
         pages[split] = split_figures(scored, threshold, class_names)
+        overall = pages[split]["all"]
+        logger.info(
+            f"Page-level {split}: {overall['matches']} matches of {overall['instances']} objects "
+            f"and {overall['predictions']} predictions at confidence {threshold}: "
+            f"precision {overall['precision']:.3f}, recall {overall['recall']:.3f}, "
+            f"F1 {overall['f1']:.3f}"
+        )
         _write_split(pages_dir(output_dir, split), splits[split], scored, pages[split], class_names)
     return pages
 
