@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -392,5 +393,14 @@ def test_evaluate_pages_with_a_real_model(tmp_path):
         assert pages[split]["elements"][0]["predictions"] == len(line_["predictions"])
         assert (folder / f"01_{split}.jpg").is_file()
         assert not (folder / "all_predictions.jsonl").exists()
+        # Its own predictions as annotations: every one matches itself, and calibration on val
+        # keeps them all (F1 grows with each match)
+        objects = [(p["class"], tuple(map(tuple, p["polygon"]))) for p in line_["predictions"]]
+        splits[split] = [replace(splits[split][0], objects=tuple(objects))]
+    again = evaluate_pages(weights, splits, NAMES, NAMES, oriented=False, output_dir=tmp_path,
+                           max_det=5)  # fmt: skip
+    for split in ("val", "test"):
+        assert again[split]["all"]["predictions"] == pages[split]["all"]["predictions"]
+        assert again[split]["all"]["f1"] == 1.0 and again[split]["all"]["mean_iou"] == 1.0
     with pytest.raises(ValueError, match="segment model"):
         evaluate_pages(weights, splits, NAMES, NAMES, oriented=True, output_dir=tmp_path)
