@@ -61,7 +61,7 @@ def _legend(
     lines = [
         (f"{truth.element_id}  F1 {f1:.2f}", (0, 0, 0)),
         ("annotation", TRUTH_COLOUR),
-        ("prediction: class number, confidence", PREDICTION_COLOUR),
+        ("prediction: class number, confidence (✗: matches no annotation)", PREDICTION_COLOUR),
     ]
     lines += [
         (
@@ -107,11 +107,12 @@ def draw_element(
         if len(polygon) >= 2:
             draw.line([*points(polygon), points(polygon)[0]], fill=TRUTH_COLOUR, width=width)
     number = {name: index for index, name in enumerate(class_names, start=1)}
-    for prediction, _ in kept:
+    for prediction, is_match in kept:
         outline = points(prediction.polygon)
         draw.line([*outline, outline[0]], fill=PREDICTION_COLOUR, width=width)
         x, y = min(outline, key=lambda point: (point[1], point[0]))
         text = f"{number.get(prediction.class_name, '?')} {prediction.confidence:.2f}"
+        text += "" if is_match else " ✗"
         left, top, right, bottom = draw.textbbox((x, y), text, font=font, anchor="lb")
         draw.rectangle((left, top, right, bottom), fill=PREDICTION_COLOUR)
         draw.text((x, y), text, fill="black", font=font, anchor="lb")
