@@ -164,3 +164,17 @@ def call_within(seconds: float, function, *args):
     thread.join(seconds)
     assert outcome, f"{function.__name__} still running after {seconds} s"
     return outcome[0], time.monotonic() - started
+
+
+def box_points(x: float, y: float, width: float, height: float) -> tuple[tuple[float, float], ...]:
+    """An axis-aligned rectangle as a polygon (4 points, not closed)."""
+    return ((x, y), (x + width, y), (x + width, y + height), (x, y + height))
+
+
+def element_truth(
+    element_id: str, objects, image: Path = Path("unused.jpg"), width=1000, height=1000
+):
+    """A page-level evaluation element (see worker_yolo_training.pages.ElementTruth)."""
+    from worker_yolo_training.pages import ElementTruth
+
+    return ElementTruth(element_id, image, width, height, tuple(objects))
