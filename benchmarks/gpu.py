@@ -312,6 +312,7 @@ def run(args: argparse.Namespace, started: float) -> int:
         # A fresh Ultralytics folder, as in a new task: no yolo26n.pt for the AMP check
         "YOLO_CONFIG_DIR": str(args.workdir / "ultralytics"),
         "YOLO_OFFLINE": "1",
+        "XDG_DATA_HOME": str(args.workdir / "data"),  # base-worker's work dir
         "PYTHONUNBUFFERED": "1",
     }
     first = write_config(args.workdir / "extract.yml", args, SETTINGS[0])
