@@ -111,3 +111,22 @@ def test_ratios_and_median_leave_out_the_first_epoch():
 def test_without_cuda_the_full_benchmark_refuses_at_once(capsys):
     assert gpu.main([]) == 2
     assert "--dry-run" in capsys.readouterr().err
+
+
+def test_wrapper_times_the_amp_check_the_trainer_calls(tmp_path):
+    """On CPU Ultralytics' check_amp answers False at once; the hook must sit on the name the
+    trainer calls (ultralytics.engine.trainer.check_amp) and record the answer and its duration."""
+    code = (
+        "import json, sys, torch; sys.path.insert(0, 'benchmarks'); import gpu_wrapper; stats = {}; "
+        "gpu_wrapper._install_hooks(stats); from ultralytics.engine import trainer; "
+        "print(json.dumps([trainer.check_amp(torch.nn.Linear(1, 1)), stats]))"
+    )
+    process = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    answer, stats = json.loads(process.stdout.strip().splitlines()[-1])
+    assert answer is False and stats["amp_check"] is False
+    assert 0 <= stats["amp_check_s"] < 5
+    row = gpu.table_rows([gpu.RunResult("ours", "ok", 1.0, stats)])[0]
+    assert row[gpu.HEADER.index("AMP check")].startswith("failed (0.")
