@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SAMPLE := worker_yolo_training/sample
 DEMO_OUTPUT ?= demo-output
 
-.PHONY: demo test lint sample manifests production-demo clean
+.PHONY: demo test lint sample manifests production-demo gpu-wheels gpu-bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ sample: $(BIN)/.installed
 # Manifests and README's option table, from the options declared in worker_yolo_training/config.py
 manifests: $(BIN)/.installed
 	$(BIN)/python -m worker_yolo_training.manifests
+
+# GPU benchmark (benchmarks/README.md): the wheels to carry to a GPU machine, and the benchmark
+# itself, run there with that machine's Python (no venv)
+gpu-wheels:
+	scripts/gpu_wheels.sh
+
+gpu-bench:
+	$(PYTHON) benchmarks/gpu.py
 
 clean:
 	rm -rf $(DEMO_OUTPUT) .pytest_cache

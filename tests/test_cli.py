@@ -174,7 +174,34 @@ def test_sample_end_to_end(tmp_path):
     assert not list(output.glob("eval_other")) and not list(output.rglob("stale*"))
 
     metrics = json.loads((output / "metrics.json").read_text())
-    assert set(metrics) == {"train", "val", "test"}
+    assert set(metrics) == {"train", "val", "test", "pages"}
+    pages = metrics.pop("pages")
+    assert set(pages) == {"train", "val", "test"}
+    keys = {"instances", "predictions", "matches", "precision", "recall", "f1", "mean_iou"}
+    for split, figures in pages.items():
+        assert set(figures) == {
+            "confidence_threshold",
+            "iou_threshold",
+            "all",
+            "classes",
+            "elements",
+        }
+        assert set(figures["all"]) == keys and set(figures["classes"]) == {
+            "text_line",
+            "illustration",
+        }
+        assert figures["all"]["instances"] == sum(
+            metrics[split]["classes"][c]["instances"] for c in figures["classes"]
+        )
+        assert {e["element"] for e in figures["elements"]} == {
+            image.stem for image in (output / "dataset" / "images" / split).glob("*.jpg")
+        }
+        assert any(
+            name.startswith(f"eval_{split}/pages/") and name.endswith(".jpg") for name in names
+        )
+        assert f"eval_{split}/pages/predictions.jsonl" in names
+    evaluation = (output / "evaluation.md").read_text()
+    assert evaluation.index("| Predictions | Matches |") < evaluation.index("| Box precision |")
     # The report holds what Ultralytics' own validator computes
     own = model.val(
         data=str(output / "dataset" / "data.yaml"), split="val", imgsz=320, batch=4,

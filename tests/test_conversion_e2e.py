@@ -809,10 +809,6 @@ def test_summary_counts_every_skip_reason_and_the_leaks(extraction, scenario):
     assert "'extra'" in extraction.process.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs dataset.py to count Label.parts > 1 per split as objects_with_several_parts",
-)
 def test_summary_counts_the_objects_of_several_parts(extraction, scenario):
     summary = json.loads((extraction.output / "dataset" / "summary.json").read_text())
     runs = worker_runs(scenario)
@@ -840,6 +836,9 @@ def test_nothing_is_written_outside_the_dataset_folder(extraction, scenario):
         relative = path.relative_to(dataset)
         if len(relative.parts) == 1:
             assert relative.name in ("data.yaml", "summary.json")
+        elif relative.parts[0] == "truth":
+            # What the page-level evaluation compares predictions with, one file per split
+            assert relative.name in {f"{split}.jsonl" for split in SPLITS}, relative
         else:
             assert len(relative.parts) == 3, relative
             folder, split, name = relative.parts
@@ -847,8 +846,13 @@ def test_nothing_is_written_outside_the_dataset_folder(extraction, scenario):
             assert SAFE_NAME.match(name), relative
     data = yaml.safe_load((dataset / "data.yaml").read_text())
     assert data["names"] == dict(enumerate(CLASS_NAMES))
-    expected_files = 3 + 2 * sum(
-        page.image is not None for split in SPLITS for page in scenario.memberships(split)
+    truth_files = len(list((dataset / "truth").glob("*.jsonl")))
+    assert truth_files == sum(bool(list((dataset / "images" / s).glob("*"))) for s in SPLITS)
+    expected_files = (
+        3
+        + truth_files
+        + 2
+        * sum(page.image is not None for split in SPLITS for page in scenario.memberships(split))
     )
     assert len(extraction.new_files) == expected_files
 

@@ -115,7 +115,7 @@ def test_finetuning_from_a_b_to_b_c_keeps_b_class_head_weights(tmp_path, weights
     data_yaml = tiny_dataset(tmp_path / "dataset", ["b", "c"])
     device = training.Device("cpu", amp=False, gpus=0)
     with pytest.raises(HeadRead):
-        training.train(config, str(parent), data_yaml, tmp_path / "out", device)
+        training.train(config, str(parent), data_yaml, tmp_path / "out", device, {})
     assert len(heads) == 3  # one class branch per detection scale
     for weight, bias in heads:
         assert weight.shape[0] == 2

@@ -12,8 +12,8 @@ import pytest
 from tests.exports import ExportBuilder, rectangle
 from tests.helpers import run_local, write_config
 from worker_yolo_training import files
+from worker_yolo_training.files import safe_name
 from worker_yolo_training.layout import RunLayout, clear_previous_run
-from worker_yolo_training.tasks.detection import safe_name
 
 
 def previous_run(root: Path) -> RunLayout:

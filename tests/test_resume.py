@@ -54,7 +54,12 @@ def test_an_interrupted_training_continues_from_its_last_epoch(tmp_path):
     with (output / "training" / "results.csv").open() as results:
         epochs = [int(float(row["epoch"])) for row in csv.DictReader(results)]
     assert epochs == [1, 2, 3]
-    assert set(json.loads((output / "metrics.json").read_text())) == {"train", "val", "test"}
+    assert set(json.loads((output / "metrics.json").read_text())) == {
+        "train",
+        "val",
+        "test",
+        "pages",
+    }
 
 
 def run_resume(config, output, *extra):

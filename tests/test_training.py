@@ -88,3 +88,23 @@ def test_every_visible_gpu_with_amp_unless_autobatch(
     device = training.select_device(batch_size)
     assert device.argument == expected and device.amp is True
     assert ("cannot be split" in caplog.text) == (gpus > 1 and batch_size < 1)
+
+
+def test_ultralytics_looks_for_its_own_weights_in_our_folder(weights_dir, monkeypatch):
+    """The GPU AMP check loads yolo26n.pt from Ultralytics' weights_dir: ours, so that a file
+    shipped there is found offline."""
+    from ultralytics import utils
+
+    monkeypatch.setattr(utils, "WEIGHTS_DIR", utils.WEIGHTS_DIR)
+    assert training.use_weights_dir() == weights_dir
+    from ultralytics.utils import SETTINGS, WEIGHTS_DIR
+
+    assert weights_dir == WEIGHTS_DIR and SETTINGS["weights_dir"] == str(weights_dir)
+
+
+def test_multi_gpu_training_finds_its_requirement():
+    """Ultralytics' DDP launcher imports cloudpickle after a check that cannot install it here
+    (YOLO_AUTOINSTALL is off): it must be a dependency."""
+    from ultralytics.utils.checks import check_requirements
+
+    assert check_requirements("cloudpickle>=3.1.1", install=False)

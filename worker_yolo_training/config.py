@@ -107,6 +107,16 @@ def _fraction(value: Any) -> float:
     return number
 
 
+def _threshold(value: Any) -> float | None:
+    """A confidence threshold in (0, 1]; null (no value) means: calibrate it."""
+    if value is None or value == "":
+        return None
+    number = _fraction(value)
+    if number == 0:
+        raise ValueError("must be above 0 (leave it empty to calibrate it on val)")
+    return number
+
+
 def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if value not in choices:
@@ -309,6 +319,15 @@ class TrainingConfig:
         "Tolerated image failures",
         "Fraction of a split's images that may fail to download before the run stops.",
         _fraction,
+    )
+    confidence_threshold: float | None = option(
+        "advanced.confidence_threshold",
+        "float",
+        None,
+        "Confidence threshold",
+        "Threshold published for the inference worker, in (0, 1]. Empty: the one that maximises "
+        "the page-level F1 on val.",
+        _threshold,
     )
     training_kwargs: dict = option(  # noqa: RUF009 (option() is a dataclass field)
         "advanced.training_kwargs",

@@ -17,6 +17,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from worker_yolo_training.config import TrainingConfig
+from worker_yolo_training.dataset_shape import DatasetShape
+from worker_yolo_training.derived import Derivation, derive, log_derivation, sizes_table
 from worker_yolo_training.export import Page
 from worker_yolo_training.fetching import Fetched, fetch_all
 from worker_yolo_training.files import disk_space, link_or_copy
@@ -25,6 +27,7 @@ from worker_yolo_training.images import CropStore
 from worker_yolo_training.sample import Sample
 from worker_yolo_training.sets import SPLITS, ExtractionError, split_of
 from worker_yolo_training.tasks import Task
+from worker_yolo_training.truth import TruthWriter
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ class SplitReport:
     sets: list[str] = field(default_factory=list)
     downloaded: int = 0
     cached: int = 0
+    several_parts: int = 0
 
     def as_dict(self, class_names: Iterable[str]) -> dict:
         return {
@@ -48,6 +52,7 @@ class SplitReport:
             "elements": self.elements,
             "images": self.images,
             "objects": {name: self.objects.get(name, 0) for name in class_names},
+            "objects_with_several_parts": self.several_parts,
             "skipped": {reason.value: count for reason, count in sorted(self.skipped.items())},
             "failed_images": self.failed_images,
             "images_downloaded": self.downloaded,
@@ -63,6 +68,7 @@ class ExtractedDataset:
     data: Path  # what Ultralytics' `data=` takes
     reports: dict[str, SplitReport]
     summary: dict
+    derivation: Derivation  # training and evaluation settings read from the objects
 
     @property
     def splits(self) -> list[str]:
@@ -74,8 +80,16 @@ class DatasetWriter:
     """Builds the dataset folder from the sets of one or more Arkindex datasets."""
 
     def __init__(
-        self, root: Path, task: Task, config: TrainingConfig, store: CropStore, concurrency: int
+        self,
+        root: Path,
+        task: Task,
+        config: TrainingConfig,
+        store: CropStore,
+        concurrency: int,
+        plain_store: CropStore | None = None,
     ):
+        """`plain_store` gets the evaluation images without contrast, when the training images
+        have it (the inference worker has no contrast step)."""
         self.root = Path(root)
         self.task = task
         self.config = config
@@ -85,6 +99,8 @@ class DatasetWriter:
         # element id → (split, image path): an element in several sets is fetched once
         self.written: dict[str, tuple[str, Path]] = {}
         self.leaks: dict[str, set[str]] = {}
+        self.shape = DatasetShape(config.mode, config.class_names)
+        self.truths = TruthWriter(self.root, plain_store)
 
     def add_set(self, set_name: str, pages: Iterable[Page]) -> None:
         """Extract one Arkindex set into its split; other set names are skipped with a warning."""
@@ -157,6 +173,11 @@ class DatasetWriter:
         report.images += 1
         report.objects.update(sample.objects)
         report.skipped.update(sample.skipped)
+        report.several_parts += sample.several_parts
+        size = (sample.request.width, sample.request.height)
+        self.shape.add_element(split, page.id, sample.labelled, size)
+        with disk_space(self.root):
+            self.truths.add(split, sample, target)
 
     def finish(self) -> ExtractedDataset:
         """Write summary.json and log it, check the dataset can be trained on, write what
@@ -165,19 +186,25 @@ class DatasetWriter:
             logger.warning(
                 f"Element {element_id} is in several splits ({', '.join(sorted(splits))})"
             )
+        self.truths.close()
+        config = self.config
+        derivation = derive(self.shape, config.image_size, config.training_kwargs)
         summary = {
             "splits": {
-                split: report.as_dict(self.config.class_names)
-                for split, report in self.reports.items()
+                split: report.as_dict(config.class_names) for split, report in self.reports.items()
             },
             "leaks": {element: sorted(splits) for element, splits in sorted(self.leaks.items())},
+            "derived": derivation.as_dict(),
         }
         (self.root / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
         logger.info("Extraction summary:\n" + summary_table(summary))
-        check_trainable(self.reports, self.config)
+        if derivation.figures["sizes"]:
+            logger.info("Object sizes:\n" + sizes_table(derivation.figures))
+        log_derivation(derivation)
+        check_trainable(self.reports, config)
         splits = [split for split in SPLITS if self.reports[split].images]
-        data = self.task.write_data(self.root, splits, self.config.class_names)
-        return ExtractedDataset(self.root, data, self.reports, summary)
+        data = self.task.write_data(self.root, splits, config.class_names)
+        return ExtractedDataset(self.root, data, self.reports, summary, derivation)
 
 
 def check_trainable(reports: dict[str, SplitReport], config: TrainingConfig) -> None:
@@ -219,6 +246,10 @@ def summary_table(summary: dict) -> str:
             (f"objects: {name}", [report["objects"][name] for report in splits.values()])
             for name in names
         ],
+        (
+            "objects with several parts (joined)",
+            [report["objects_with_several_parts"] for report in splits.values()],
+        ),
         *[
             (f"skipped: {reason}", [report["skipped"].get(reason, 0) for report in splits.values()])
             for reason in reasons

@@ -8,6 +8,7 @@ always winning over a derived value, and warns about objects too thin to be lear
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from worker_yolo_training.dataset_shape import (
     PERCENTILES,
     DatasetShape,
 )
+
+logger = logging.getLogger(__name__)
 
 # Ultralytics' default `max_det` (cfg/default.yaml): at most this many predictions per image
 DEFAULT_MAX_DET = 300
@@ -221,3 +224,30 @@ def sizes_table(figures: dict) -> str:
 
 def _percentiles(values: dict) -> str:
     return " / ".join(f"{value:.1f}" for value in values.values())
+
+
+def log_derivation(derivation: Derivation) -> None:
+    """Each derived setting with its evidence and override, then each warning."""
+    for setting in derivation.settings:
+        logger.info(f"Derived setting {setting}")
+    for warning in derivation.warnings:
+        logger.warning(warning)
+
+
+def derivation_from_summary(record: Mapping, training_kwargs: Mapping) -> Derivation:
+    """The derivation a previous run wrote in summary.json (`--resume`)."""
+    settings = [
+        Setting(
+            item["name"], item["value"], item["evidence"], item.get("derived"), "derived" in item
+        )
+        for item in record["settings"]
+    ]
+    derived = {setting.name: setting.value for setting in settings}
+    figures = {key: value for key, value in record.items() if key not in ("settings", "warnings")}
+    return Derivation(
+        train={**derived, **training_kwargs},
+        val=derived,
+        settings=settings,
+        warnings=list(record["warnings"]),
+        figures=figures,
+    )

@@ -1,15 +1,29 @@
-"""Writing files so that a failure never leaves a truncated one, and a full disk says where."""
+"""File names and writes: a name that stays in its folder, no truncated file after a failure, a
+full disk that says where."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# A file name is at most 255 bytes on common file systems; keep room for suffixes
+MAX_NAME = 100
+
+
+def safe_name(element_id: str) -> str:
+    """A file name for an element that cannot escape its folder, collide after sanitising, or
+    exceed the file system's name length (long ids are shortened with a hash)."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", element_id)
+    if name != element_id or not name or len(name) > MAX_NAME:
+        name = f"{name[:MAX_NAME]}_{hashlib.sha1(element_id.encode()).hexdigest()[:8]}"
+    return name
 
 
 class DiskFullError(Exception):

@@ -41,7 +41,6 @@ class Skip(StrEnum):
     Malformed = "malformed polygon (not a list of [x, y] numbers)"
     # Never produced any more (an object with several parts is kept whole, see `Label.parts`);
     # stays until dataset.py stops referring to it
-    ExtraParts = "extra parts of a multi-part object (largest kept)"
 
 
 @dataclass(frozen=True)
@@ -136,11 +135,6 @@ class Label:
 
     coordinates: tuple[float, ...]
     parts: int = 1
-
-    @property
-    def dropped_parts(self) -> int:
-        """No part is dropped any more; kept until dataset.py counts `parts` instead."""
-        return 0
 
 
 def object_label(points: list, frame: Frame, mode: Mode) -> Label | Skip:

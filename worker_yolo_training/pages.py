@@ -33,7 +33,7 @@ import numpy as np
 from shapely import minimum_rotated_rectangle
 from shapely.geometry import Polygon
 
-from worker_yolo_training.dataset import safe_name
+from worker_yolo_training.files import safe_name
 from worker_yolo_training.pages_draw import draw_element, picture_choice
 from worker_yolo_training.pages_score import (
     ElementScores,

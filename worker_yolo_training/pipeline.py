@@ -11,33 +11,50 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from arkindex_worker.models import DatasetSet
 
 from worker_yolo_training import export
-from worker_yolo_training.config import TrainingConfig
+from worker_yolo_training.config import Mode, TrainingConfig
 from worker_yolo_training.dataset import DatasetWriter, ExtractedDataset
-from worker_yolo_training.images import CropStore
+from worker_yolo_training.images import CropStore, ImageSource
 from worker_yolo_training.layout import RunLayout
+from worker_yolo_training.pages import evaluate_pages
+from worker_yolo_training.pages_score import page_table, worst_elements_table
 from worker_yolo_training.publish import build_model_dir, build_results_archive
 from worker_yolo_training.report import markdown_table
 from worker_yolo_training.tasks import Task
+from worker_yolo_training.truth import read_truths
+
+# The YOLO segmenter's NMS IoU at prediction (its `iou` default; we publish no other)
+SEGMENTER_IOU = 0.7
 
 logger = logging.getLogger(__name__)
 
 
 @contextmanager
-def crop_store(store: CropStore, keep: bool) -> Iterator[CropStore]:
-    """The image store for one run: files other threads were writing are removed if the run
-    stops, and the whole folder at the end when it is not a cache kept between runs."""
+def crop_stores(source: ImageSource, folder: Path, contrast: bool, keep: bool) -> Iterator[Stores]:
+    """The image stores of one run, sharing one folder: training images, and evaluation images
+    without contrast when training images have it. Files other threads were writing are removed
+    if the run stops; the folder is removed at the end when it is not a cache kept between runs."""
+    stores = Stores(
+        CropStore(source, folder, contrast), CropStore(source, folder) if contrast else None
+    )
     try:
-        yield store
+        yield stores
     except BaseException:
-        store.remove_partials()
+        for store in filter(None, stores):
+            store.remove_partials()
         raise
     finally:
         if not keep:
-            shutil.rmtree(store.folder, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+class Stores(NamedTuple):
+    training: CropStore
+    plain: CropStore | None  # without contrast, for the page-level evaluation
 
 
 def extract(
@@ -45,13 +62,13 @@ def extract(
     task: Task,
     sets: Sequence[DatasetSet],
     exports: Mapping[str, Path],
-    store: CropStore,
+    stores: Stores,
     layout: RunLayout,
     concurrency: int,
 ) -> ExtractedDataset:
     """Write the dataset from every set (two SQL statements per set, whatever its size)."""
     layout.dataset.mkdir(parents=True)
-    writer = DatasetWriter(layout.dataset, task, config, store, concurrency)
+    writer = DatasetWriter(layout.dataset, task, config, stores.training, concurrency, stores.plain)
     with export.StatementCounter() as statements:
         for dataset_set in sets:
             dataset = dataset_set.dataset
@@ -64,11 +81,17 @@ def extract(
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The outcome of training: the best weights and their metrics on every split."""
+    """The outcome of training: the best weights, their metrics on every split (mAP and, under
+    "pages", what the inference worker will produce), and the tables people read."""
 
     weights: Path
     metrics: dict
-    table: str
+    tables: str  # Markdown: page-level table, worst elements, mAP table
+
+    @property
+    def confidence_threshold(self) -> float:
+        """The threshold the inference worker should use (calibrated on val, or fixed)."""
+        return next(iter(self.metrics["pages"].values()))["confidence_threshold"]
 
 
 def train_and_evaluate(
@@ -79,22 +102,45 @@ def train_and_evaluate(
     layout: RunLayout,
     resume_from: Path | None = None,
 ) -> Evaluation:
-    """Train (or continue training from `resume_from`), evaluate every non-empty split, write
-    metrics.json and evaluation.md."""
+    """Train (or continue training from `resume_from`), evaluate every non-empty split with
+    Ultralytics' metrics and as the inference worker sees it, write metrics.json and
+    evaluation.md."""
     from worker_yolo_training import training
 
     device = training.select_device(config.batch_size)
-    best = training.train(config, base_model, dataset.data, layout.root, device, resume_from)
+    derivation = dataset.derivation
+    best = training.train(
+        config, base_model, dataset.data, layout.root, device, derivation.train, resume_from
+    )
     metrics = {}
     for split in dataset.splits:
-        result = training.evaluate(best, config, dataset.data, split, layout.root, device)
-        images = dataset.reports[split].images
-        metrics[split] = task.split_metrics(result, config.class_names, images)
-    table = markdown_table(metrics)
+        result = training.evaluate(
+            best, config, dataset.data, split, layout.root, device, derivation.val
+        )
+        metrics[split] = task.split_metrics(
+            result, config.class_names, dataset.reports[split].images
+        )
+    pages = evaluate_pages(
+        best,
+        read_truths(dataset.root, dataset.splits),
+        config.class_names,
+        use_segment=task.use_segment(config.class_names),
+        oriented=task.mode is Mode.OBB,
+        output_dir=layout.root,
+        iou=SEGMENTER_IOU,
+        max_det=derivation.val["max_det"],
+        fixed_threshold=config.confidence_threshold,
+        device=device.argument.split(",")[0],
+    )
+    fixed = config.confidence_threshold is not None
+    tables = "\n\n".join(
+        [page_table(pages, fixed=fixed), worst_elements_table(pages), markdown_table(metrics)]
+    )
+    metrics["pages"] = pages
     layout.metrics.write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
-    layout.evaluation_md.write_text(f"# Evaluation\n\n{table}\n")
-    logger.info("Evaluation:\n" + table)
-    return Evaluation(best, metrics, table)
+    layout.evaluation_md.write_text(f"# Evaluation\n\n{tables}\n")
+    logger.info("Evaluation:\n" + tables)
+    return Evaluation(best, metrics, tables)
 
 
 def package(

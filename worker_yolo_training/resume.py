@@ -22,6 +22,7 @@ from arkindex_worker.models import DatasetSet
 
 from worker_yolo_training.config import ConfigurationError, TrainingConfig
 from worker_yolo_training.dataset import ExtractedDataset, SplitReport, check_trainable
+from worker_yolo_training.derived import derivation_from_summary
 from worker_yolo_training.geometry import Skip
 from worker_yolo_training.layout import RunLayout, clear_previous_run
 from worker_yolo_training.sets import SPLITS
@@ -56,6 +57,11 @@ class Start:
     dataset: ExtractedDataset | None = None  # a complete dataset to reuse
     last_weights: Path | None = None  # training to continue
     removal: threading.Thread | None = None  # a previous run being deleted
+
+    def wait_for_removal(self) -> None:
+        """The previous run's outputs are deleted in the background: wait for the end."""
+        if self.removal is not None:
+            self.removal.join()
 
 
 def start_run(
@@ -114,8 +120,10 @@ def load_dataset(layout: RunLayout, task: Task, config: TrainingConfig) -> Extra
             skipped=Counter({Skip(reason): count for reason, count in values["skipped"].items()}),
             failed_images=values["failed_images"],
             sets=values["sets"],
+            several_parts=values["objects_with_several_parts"],
         )
     check_trainable(reports, config)
     splits = [split for split in SPLITS if reports[split].images]
     data = task.write_data(layout.dataset, splits, config.class_names)
-    return ExtractedDataset(layout.dataset, data, reports, summary)
+    derivation = derivation_from_summary(summary["derived"], config.training_kwargs)
+    return ExtractedDataset(layout.dataset, data, reports, summary, derivation)

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from worker_yolo_training.export import Page, page_defect
-from worker_yolo_training.geometry import Frame, Skip, crop_box
+from worker_yolo_training.geometry import Frame, Label, Skip, crop_box
 from worker_yolo_training.images import CropRequest, fetch_size
 
 logger = logging.getLogger(__name__)
@@ -23,6 +23,9 @@ class Sample:
 
     `label` is what the task writes for it: the label file's text in detection modes.
     `objects` counts what it holds per class name; `skipped` what was left out, per reason.
+    `labelled` holds each object's class name and label (what derived settings measure), `truth`
+    each object's class name and whole polygon in the element's oriented pixels (what the
+    page-level evaluation matches predictions with).
     """
 
     page: Page
@@ -31,6 +34,13 @@ class Sample:
     label: str = ""
     objects: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)
+    labelled: list[tuple[str, Label]] = field(default_factory=list)
+    truth: list[tuple[str, list[tuple[float, float]]]] = field(default_factory=list)
+
+    @property
+    def several_parts(self) -> int:
+        """Objects whose geometry had several parts (joined into one label)."""
+        return sum(label.parts > 1 for _, label in self.labelled)
 
 
 def element_crop(page: Page, image_size: int) -> tuple[Frame, CropRequest] | Skip:

@@ -59,6 +59,24 @@ def prepare_environment(config_dir: Path | None = None) -> Path:
     return weights_dir
 
 
+def use_weights_dir() -> Path:
+    """Point Ultralytics' own `weights_dir` setting at our weights folder and return it.
+
+    Ultralytics fetches some weights by itself, e.g. `yolo26n.pt` for the GPU AMP check
+    (`utils/checks.py` `check_amp`), from `weights_dir`: by default `<git root>/weights` or
+    `./weights`. Offline, a file shipped in our folder (`$YOLO_CONFIG_DIR/weights`) is only found
+    there once this setting points at it.
+    """
+    from ultralytics import utils
+
+    weights_dir = Path(os.environ["YOLO_CONFIG_DIR"]) / "weights"
+    if utils.SETTINGS.get("weights_dir") != str(weights_dir):
+        utils.SETTINGS.update(weights_dir=str(weights_dir))
+    # Read by check_amp at call time; set once at import from the settings
+    utils.WEIGHTS_DIR = weights_dir
+    return weights_dir
+
+
 def _download(url: str, target: Path) -> None:
     partial = target.with_suffix(".partial")
     with requests.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT) as response:
@@ -148,10 +166,11 @@ def finetuned_model(model_dir: Path, config: TrainingConfig) -> str:
             f"The fine-tuned model predicts {parent.class_names}, this training uses "
             f"{list(config.class_names)}: {changes}."
         )
-    if parent.task != config.mode.task:
+    task = task_for(config.mode).ultralytics_task
+    if parent.task != task:
         logger.warning(
             f"The fine-tuned model was trained for the {parent.task} task, this training is "
-            f"{config.mode.task} (mode {config.mode.value}): only the layers both share are reused."
+            f"{task} (mode {config.mode.value}): only the layers both share are reused."
         )
     if parent.image_size and parent.image_size != config.image_size:
         logger.warning(
@@ -233,15 +252,18 @@ def train(
     data_yaml: Path,
     output_dir: Path,
     device: Device,
+    arguments: dict,
     resume_from: Path | None = None,
 ) -> Path:
     """Train, writing Ultralytics' run folder to `output_dir/training`; returns best weights.
 
-    `resume_from` (a `last.pt`) continues an interrupted training with Ultralytics' resume: its
+    `arguments` are the Ultralytics arguments derived from the dataset with the user's
+    `advanced.training_kwargs` over them (`derived.derive`). `resume_from` (a `last.pt`) continues an interrupted training with Ultralytics' resume: its
     own arguments are reused, only the device and data loaders are set again.
     """
     from ultralytics import YOLO
 
+    use_weights_dir()
     if resume_from is not None:
         model = YOLO(str(resume_from), task=task_for(config.mode).ultralytics_task)
         results = model.train(
@@ -256,10 +278,10 @@ def train(
         "batch": config.batch_size,
         "patience": config.patience,
         "workers": config.workers,
-        **config.training_kwargs,
+        "amp": device.amp,
+        **arguments,
         # Where data is read and results written is ours to decide
         "device": device.argument,
-        "amp": device.amp,
         "project": str(Path(output_dir).resolve()),
         "name": "training",
         "exist_ok": True,
@@ -284,8 +306,10 @@ def evaluate(
     split: str,
     output_dir: Path,
     device: Device,
+    arguments: dict,
 ):
-    """Evaluate weights on one split into `output_dir/eval_<split>`; returns Ultralytics' metrics."""
+    """Evaluate weights on one split into `output_dir/eval_<split>`, with the evaluation
+    arguments derived from the dataset (`max_det`, `overlap_mask`); returns Ultralytics' metrics."""
     from ultralytics import YOLO
 
     model = YOLO(str(weights), task=task_for(config.mode).ultralytics_task)
@@ -300,4 +324,5 @@ def evaluate(
         exist_ok=True,
         plots=True,
         verbose=False,
+        **arguments,
     )

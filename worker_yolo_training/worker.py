@@ -28,7 +28,6 @@ from worker_yolo_training.config import ConfigurationError, TrainingConfig, pars
 from worker_yolo_training.config_file import read_config_file
 from worker_yolo_training.files import DiskFullError
 from worker_yolo_training.images import (
-    CropStore,
     FolderSource,
     IIIFSource,
     ImageServerUnreachable,
@@ -36,7 +35,13 @@ from worker_yolo_training.images import (
     StorageError,
 )
 from worker_yolo_training.layout import RunLayout
-from worker_yolo_training.pipeline import crop_store, extract, package, train_and_evaluate
+from worker_yolo_training.pipeline import (
+    Evaluation,
+    crop_stores,
+    extract,
+    package,
+    train_and_evaluate,
+)
 from worker_yolo_training.publish import model_configuration, model_description
 from worker_yolo_training.resume import run_fingerprint, start_run
 from worker_yolo_training.sets import ExtractionError, check_inputs, select_sets
@@ -131,19 +136,15 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         sets = self.selected_sets()
         exports = self.dataset_exports(sets)
         check_inputs(config, task, sets, exports)
-        base_model = None if self.args.extract_only else self.base_model(config)
-        # Only a local run can be resumed: its inputs are recorded to check they did not change
-        fingerprint = (
-            run_fingerprint(self.config, sets, exports, self.args.images) if self.local else {}
-        )
-        with self.output_root() as root, self.image_store(config, root) as store:
+        base_model = self.base_model(config)
+        fingerprint = self.run_fingerprint(sets, exports)
+        with self.output_root() as root, self.image_stores(config, root) as stores:
             layout = RunLayout(root)
             start = start_run(layout, fingerprint, self.args.resume, task, config)
             dataset = start.dataset or extract(
-                config, task, sets, exports, store, layout, self.args.concurrency
+                config, task, sets, exports, stores, layout, self.args.concurrency
             )
-            if start.removal is not None:
-                start.removal.join()
+            start.wait_for_removal()
             if self.args.extract_only:
                 logger.info(f"Dataset written to {dataset.root} (--extract-only: no training)")
                 return
@@ -153,7 +154,7 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
             archive = layout.archive if self.local else self.work_dir / layout.archive.name
             model_dir = package(evaluation, dataset.splits, layout, archive)
             if not self.is_read_only:
-                self.publish(config, task, model_dir, archive, evaluation.table)
+                self.publish(config, task, model_dir, archive, evaluation)
 
     # ------------------------------------------------------------ inputs
 
@@ -162,6 +163,11 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         self.configure()
         check_arguments(self.args, self.local)
         config = parse_config(self.config)
+        if config.contrast:
+            logger.warning(
+                "`advanced.contrast` is on: the YOLO inference worker has no contrast step, so "
+                "the page-level evaluation predicts on images without contrast, as it will"
+            )
         if not self.is_read_only:
             if not config.target_model_id:
                 raise ConfigurationError(
@@ -212,8 +218,10 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
                 )
         return exports
 
-    def base_model(self, config: TrainingConfig) -> str:
-        """What training starts from, settled before any image is fetched."""
+    def base_model(self, config: TrainingConfig) -> str | None:
+        """What training starts from, settled before any image is fetched (None with
+        --extract-only). Ultralytics' offline environment is prepared in any case: extraction
+        may use its geometry helpers."""
         from worker_yolo_training import training
 
         # $YOLO_CONFIG_DIR wins (an image may ship weights there), else the task's data dir
@@ -221,6 +229,8 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         weights_dir = training.prepare_environment(
             self.task_data_dir / "ultralytics" if in_task else None
         )
+        if self.args.extract_only:
+            return None
         finetune_dir = self.find_extras_directory() if self.is_finetuning else None
         return training.resolve_base_model(config, weights_dir, finetune_dir)
 
@@ -238,8 +248,15 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         with tempfile.TemporaryDirectory(prefix="yolo-training-", dir=self.task_data_dir) as root:
             yield Path(root)
 
-    def image_store(self, config: TrainingConfig, root: Path):
-        """Where final crops are kept between runs (a scratch folder with --no-cache)."""
+    def run_fingerprint(self, sets: list[DatasetSet], exports: dict[str, Path]) -> dict:
+        """What a local run depends on (`--resume` checks it did not change); nothing in
+        Arkindex, where a task is not resumed."""
+        if not self.local:
+            return {}
+        return run_fingerprint(self.config, sets, exports, self.args.images)
+
+    def image_stores(self, config: TrainingConfig, root: Path):
+        """The image stores, in a cache kept between runs (a scratch folder with --no-cache)."""
         source: ImageSource = (
             FolderSource(self.args.images)
             if self.args.images
@@ -258,17 +275,21 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         else:
             cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
             folder = cache_home / "worker-yolo-training" / "images"
-        store = CropStore(source, folder, config.contrast)
-        return crop_store(store, keep=not self.args.no_cache)
+        return crop_stores(source, folder, config.contrast, keep=not self.args.no_cache)
 
     def publish(
-        self, config: TrainingConfig, task: Task, model_dir: Path, archive: Path, table: str
+        self,
+        config: TrainingConfig,
+        task: Task,
+        model_dir: Path,
+        archive: Path,
+        evaluation: Evaluation,
     ) -> None:
         """A new version of the target model; base-worker aborts the upload if it fails."""
         self.publish_model_version(
             model_path=model_dir,
             model_id=config.target_model_id,
-            description=model_description(config, table),
+            description=model_description(config, evaluation.tables),
             configuration=model_configuration(config),
             parent=self.model_version_id,
         )

@@ -6,8 +6,6 @@ Layout: `images/<split>/<element>.jpg`, `labels/<split>/<element>.txt`, `data.ya
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,22 +16,10 @@ import yaml
 
 from worker_yolo_training.config import MANUAL, Mode, TrainingConfig
 from worker_yolo_training.export import Export, Page
-from worker_yolo_training.files import write_text
+from worker_yolo_training.files import safe_name, write_text
 from worker_yolo_training.geometry import Label, Skip, label_line, object_labels
 from worker_yolo_training.report import split_metrics
 from worker_yolo_training.sample import Sample, element_crop
-
-# A file name is at most 255 bytes on common file systems; keep room for suffixes
-MAX_NAME = 100
-
-
-def safe_name(element_id: str) -> str:
-    """A file name for an element that cannot escape its folder, collide after sanitising, or
-    exceed the file system's name length (long ids are shortened with a hash)."""
-    name = re.sub(r"[^A-Za-z0-9_-]", "_", element_id)
-    if name != element_id or not name or len(name) > MAX_NAME:
-        name = f"{name[:MAX_NAME]}_{hashlib.sha1(element_id.encode()).hexdigest()[:8]}"
-    return name
 
 
 @dataclass(frozen=True)
@@ -54,7 +40,7 @@ class DetectionTask:
         if isinstance(crop, Skip):
             return crop
         frame, request = crop
-        lines, objects, skipped = [], Counter(), Counter()
+        lines, objects, skipped, labelled, truth = [], Counter(), Counter(), [], []
         class_index = {name: index for index, name in enumerate(config.class_names)}
         kept = []
         for child in page.children:
@@ -71,11 +57,12 @@ class DetectionTask:
             if not isinstance(label, Label):
                 skipped[label] += 1
                 continue
-            skipped[Skip.ExtraParts] += label.dropped_parts
             lines.append(label_line(class_index[child.type], label))
             objects[child.type] += 1
+            labelled.append((child.type, label))
+            truth.append((child.type, frame.orient_points(child.polygon)))
         label_text = "".join(f"{line}\n" for line in lines)
-        return Sample(page, frame, request, label_text, objects, +skipped)
+        return Sample(page, frame, request, label_text, objects, +skipped, labelled, truth)
 
     def prepare_split(self, root: Path, split: str) -> None:
         for folder in ("images", "labels"):
