@@ -82,22 +82,6 @@ def test_extract_only_writes_the_dataset_and_does_not_train(tmp_path, small_expo
     assert not (output / "training").exists() and not (output / "model").exists()
 
 
-def test_several_datasets_need_set_arguments(tmp_path):
-    builder = ExportBuilder(tmp_path / "export.sqlite")
-    first = builder.dataset("first")
-    second = builder.dataset("second")
-    builder.close()
-    process = run_local(
-        builder.path,
-        write_config(tmp_path / "c.yml", class_names=["text_line"]),
-        tmp_path / "out",
-        extract_only=False,
-        check=False,
-    )
-    assert process.returncode == 2
-    assert first in process.stderr and second in process.stderr and "--set" in process.stderr
-
-
 def test_unknown_class_names_fail_before_any_image(tmp_path, small_export):
     database, _images, _ = small_export
     config = tmp_path / "c.yml"
@@ -117,14 +101,9 @@ def test_unknown_class_names_fail_before_any_image(tmp_path, small_export):
 def test_missing_pretrained_weights_stop_before_any_image(tmp_path, small_export):
     database, images, _ = small_export
     config = write_config(tmp_path / "c.yml", ultralytics_model_size="v8s")
+    output = tmp_path / "out"
     process = run_local(
-        database,
-        config,
-        tmp_path / "out",
-        "--images",
-        images,
-        extract_only=False,
-        check=False,
+        database, config, output, "--images", images, extract_only=False, check=False
     )
     assert process.returncode == 2
     assert "yolov8s-seg.pt" in process.stderr and "advanced.pretrained: false" in process.stderr
@@ -241,14 +220,7 @@ def test_no_object_to_learn_stops_before_training(tmp_path, small_export):
     database, images, _ = small_export
     unknown_run = "0a0b0c0d-0000-4000-8000-0000000000ff"
     config = write_config(tmp_path / "c.yml", advanced={"worker_runs": [unknown_run]})
-    process = run_local(
-        database,
-        config,
-        tmp_path / "out",
-        "--images",
-        images,
-        check=False,
-    )
+    process = run_local(database, config, tmp_path / "out", "--images", images, check=False)
     assert process.returncode == 2
     assert "No object of text_line, illustration in the train split" in process.stderr
     assert "advanced.worker_runs" in process.stderr and "worker run not selected" in process.stderr

@@ -44,6 +44,18 @@ def _default(declared: Option) -> Any:
     return list(default) if isinstance(default, tuple) else json.loads(json.dumps(default))
 
 
+def _constraints(declared: Option) -> dict:
+    """What both formats say the same way: required, choices, default."""
+    field: dict[str, Any] = {}
+    if declared.required:
+        field["required"] = True
+    if declared.choices:
+        field["choices"] = list(declared.choices)
+    if _default(declared) is not None:
+        field["default"] = _default(declared)
+    return field
+
+
 def _new_field(declared: Option, key: str) -> dict:
     field = {
         "key": key,
@@ -53,13 +65,7 @@ def _new_field(declared: Option, key: str) -> dict:
     }
     if declared.many:
         field["many"] = True
-    if declared.required:
-        field["required"] = True
-    if declared.choices:
-        field["choices"] = list(declared.choices)
-    if _default(declared) is not None:
-        field["default"] = _default(declared)
-    return field
+    return {**field, **_constraints(declared)}
 
 
 def new_manifest(description: str) -> dict:
@@ -93,13 +99,7 @@ def old_manifest() -> dict:
             field.update(type="list", subtype=OLD_SUBTYPES[declared.kind])
         else:
             field["type"] = declared.kind
-        if declared.required:
-            field["required"] = True
-        if declared.choices:
-            field["choices"] = list(declared.choices)
-        if _default(declared) is not None:
-            field["default"] = _default(declared)
-        fields[declared.key] = field
+        fields[declared.key] = {**field, **_constraints(declared)}
     worker = {
         "slug": WORKER["slug"],
         "name": WORKER["display_name"],

@@ -47,7 +47,8 @@ def select_sets(
         (dataset,) = by_id.values()
         wanted = [(dataset.id, name) for name in dataset.sets]
     sets = []
-    for dataset_id, name in wanted:
+    # A set named twice on the command line is read once
+    for dataset_id, name in dict.fromkeys((str(d), n) for d, n in wanted):
         dataset = by_id.get(str(dataset_id))
         if dataset is None or name not in dataset.sets:
             raise ExtractionError(

@@ -29,6 +29,17 @@ SECRET_KEY = "fake-secret-key"
 PRESIGN_EXPIRY = 3600
 
 
+def serve(app, request_handler, name: str):
+    """A WSGI app served on 127.0.0.1 (a free port) in a daemon thread: (server, thread, url)."""
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=request_handler)
+    host, port = server.server_address[:2]
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True
+    )
+    thread.start()
+    return server, thread, f"http://{host}:{port}"
+
+
 def _quiet_moto_handler():
     from moto.server import MotoRequestHandler
 
@@ -55,18 +66,7 @@ class FakeS3:
         from moto.server import DomainDispatcherApplication, create_backend_app
 
         app = DomainDispatcherApplication(create_backend_app)
-        self._server = make_server(
-            "127.0.0.1", 0, app, threaded=True, request_handler=_quiet_moto_handler()
-        )
-        host, port = self._server.server_address[:2]
-        self.url = f"http://{host}:{port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-s3",
-            daemon=True,
-        )
-        self._thread.start()
+        self._server, self._thread, self.url = serve(app, _quiet_moto_handler(), "fake-s3")
 
         self.client = boto3.client(
             "s3",

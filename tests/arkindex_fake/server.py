@@ -26,10 +26,10 @@ from urllib.parse import urlencode
 import typesystem
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
-from .s3 import FakeS3
+from .s3 import FakeS3, serve
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 SCHEMA_ENDPOINT = "/api/v1/openapi/"
@@ -308,8 +308,6 @@ class FakeArkindex:
         # Artifacts, by path
         self.artifacts: dict[str, dict] = {}
 
-        # Error injection: operationId -> deque of (status, content)
-
         self.requests: list[RecordedRequest] = []
         self.schema_violations: list[str] = []
 
@@ -319,18 +317,9 @@ class FakeArkindex:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> "FakeArkindex":
-        self._server = make_server(
-            "127.0.0.1", 0, self._wsgi_app, threaded=True, request_handler=_QuietRequestHandler
+        self._server, self._thread, self.url = serve(
+            self._wsgi_app, _QuietRequestHandler, "fake-arkindex"
         )
-        host, port = self._server.server_address[:2]
-        self.url = f"http://{host}:{port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-arkindex",
-            daemon=True,
-        )
-        self._thread.start()
         return self
 
     def stop(self) -> None:
@@ -1081,17 +1070,3 @@ class FakeArkindex:
 def md5_base64(data: bytes) -> str:
     """The ``md5_hash`` / ``Content-MD5`` value of some bytes."""
     return base64.b64encode(hashlib.md5(data).digest()).decode()
-
-
-__all__ = [
-    "S3_FAILURES",
-    "SCHEMA_PATH",
-    "ApiError",
-    "Export",
-    "FakeArkindex",
-    "ModelVersion",
-    "MultipartUploadRecord",
-    "RecordedRequest",
-    "error_content",
-    "md5_base64",
-]
