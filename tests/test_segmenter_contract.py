@@ -135,3 +135,51 @@ def test_missing_key_is_detected():
     del config["iou"]
     with pytest.raises(KeyError, match="iou"):
         segmenter_configure(config, CLASS_NAMES)
+
+
+# ------------------------------------------------- the agreement benchmark's comparison
+
+
+def test_agreement_comparison_on_a_fake_predictions_file(tmp_path):
+    """benchmarks/segmenter_agreement.py (not run in CI) compares the segmenter's objects with
+    our page-level predictions.jsonl; its comparison, on a hand-made file."""
+    from benchmarks.segmenter_agreement import compare, read_predictions
+
+    line = [[0, 0], [100, 0], [100, 10], [0, 10]]
+    shifted = [[0, 1], [100, 1], [100, 11], [0, 11]]  # IoU 9/11 with `line`
+    records = [
+        {
+            "element": "page-1",
+            "width": 200,
+            "height": 300,
+            "predictions": [
+                {"class": "text_line", "confidence": 0.9, "polygon": line},
+                {"class": "text_line", "confidence": 0.5, "polygon": [[0, 50], [90, 50], [90, 60]]},
+                # Under the published threshold: the segmenter would not create it
+                {"class": "illustration", "confidence": 0.2, "polygon": line},
+            ],
+        },
+        {"element": "page-2", "width": 200, "height": 300, "predictions": []},
+    ]
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    ours = read_predictions(path, threshold=0.25)
+    assert [len(ours["page-1"]), len(ours["page-2"])] == [2, 0]
+
+    segmenter = {
+        "page-1": [
+            {"type": "text_line", "confidence": 0.9, "polygon": line},  # IoU 1
+            {"type": "text_line", "confidence": 0.4, "polygon": shifted},  # best IoU 9/11
+            {"type": "illustration", "confidence": 0.3, "polygon": line},  # no counterpart
+        ],
+        "page-2": [],
+    }
+    summary = compare(segmenter, ours)
+    assert summary["counts"] == {
+        "page-1": {"illustration": [1, 0], "text_line": [2, 2]},
+        "page-2": {},
+    }
+    assert summary["best_iou"] == pytest.approx([1.0, 9 / 11, 0.0])
+    assert (summary["agreeing"], summary["segmenter_objects"], summary["our_objects"]) == (1, 3, 2)
+    assert summary["agreement"] == pytest.approx(1 / 3)
+    assert (summary["same_count_pairs"], summary["element_class_pairs"]) == (1, 2)
