@@ -27,7 +27,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
@@ -69,68 +68,7 @@ TRAIN_CONFIG = {
     },
 }
 
-# Runs in the segmenter's venv: argv = configuration.json, model dir, elements.json, output.json
-DRIVER = textwrap.dedent(
-    """
-    import json, sys, time
-    from dataclasses import asdict
-
-    from PIL import Image
-
-    from arkindex_worker.models import Element
-    from arkindex_worker.worker.base import BaseWorker
-    from worker_yolo.segmenter import YOLOSegmenter
-
-    config_path, model_dir, elements_path, output_path = sys.argv[1:]
-
-
-    class NoApi:
-        # Any API call would mean the run is not read-only
-        def request(self, operation, *args, **kwargs):
-            raise RuntimeError(f"unexpected API call {operation}")
-
-
-    class Recording(YOLOSegmenter):
-        records = {}
-
-        def process_image(self, element, image):
-            children = super().process_image(element, image)
-            self.records[element.id] = {
-                "thumbnail": list(Image.open(image).size),
-                # In the element's oriented frame, before revert_orientation
-                "children": [asdict(child) for child in children],
-                "created": [],
-            }
-            return children
-
-        def create_elements(self, parent, elements, **kwargs):
-            # Page-frame polygons, after revert_orientation: what would reach Arkindex
-            self.records[parent.id]["created"] = elements
-            return [{"id": f"{parent.id}-{index}"} for index, _ in enumerate(elements)]
-
-
-    BaseWorker.setup_api_client = lambda self: setattr(self, "api_client", NoApi())
-    # As the package's own tests do (tests/conftest.py): the element types exist
-    YOLOSegmenter.check_required_types = lambda self, type_names, **kwargs: {
-        name: name for name in type_names
-    }
-    sys.argv = ["worker-yolo-segmenter", "--dev", "--config", config_path,
-                "--extras-dir", model_dir]
-    worker = Recording(description="agreement benchmark")
-    worker.configure()
-    print("segmenter configured:", json.dumps({
-        "mode": str(worker.mode), "use_segment": worker.use_segment,
-        "confidence_threshold": worker.confidence_threshold,
-        "max_detection": worker.max_detection, "iou": worker.iou,
-        "thumbnail_size": worker.thumbnail_size,
-    }), flush=True)
-    started = time.perf_counter()
-    for element in json.load(open(elements_path)):
-        worker.process_element(Element(element))
-    elapsed = time.perf_counter() - started
-    json.dump({"elements": worker.records, "seconds": elapsed}, open(output_path, "w"))
-    """
-)
+DRIVER = Path(__file__).with_name("segmenter_driver.py")
 
 
 # ------------------------------------------------------------------------- set-up
@@ -260,10 +198,9 @@ def run_segmenter(
         )
     )
     paths["elements"].write_text(json.dumps(elements))
-    (scratch / "driver.py").write_text(DRIVER)
     subprocess.run(
         [
-            *(str(python), str(scratch / "driver.py")),
+            *(str(python), str(DRIVER)),
             *(str(paths["configuration"]), str(model_dir)),
             *(str(paths["elements"]), str(paths["output"])),
         ],
@@ -271,6 +208,48 @@ def run_segmenter(
         cwd=scratch,
     )
     return json.loads(paths["output"].read_text())
+
+
+def stand_in_predictions(
+    run: Path, split: str, elements: list[dict], published: Mapping, path: Path
+) -> Path:
+    """A stand-in for the page-level evaluation's predictions.jsonl, until it exists: our model
+    (this venv's Ultralytics) on our dataset's images of the split, `conf=0`, `iou=0.7`,
+    `max_det=max_detection`, mask polygons for `use_segment` classes, else box corners, scaled to
+    the element's pixels (its bounding box, as the segmenter measures it)."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(run / "model" / "model.pt"))
+    with path.open("w") as output:
+        for element in elements:
+            xs, ys = zip(*element["zone"]["polygon"], strict=True)
+            width, height = int(max(xs) - min(xs)), int(max(ys) - min(ys))
+            image = run / "dataset" / "images" / split / f"{element['id']}.jpg"
+            result = model.predict(
+                str(image), conf=0, iou=0.7, max_det=published["max_detection"], verbose=False
+            )[0]
+            boxes = result.boxes if result.boxes is not None else result.obb
+            scale = (width / result.orig_shape[1], height / result.orig_shape[0])
+            predictions = []
+            for index in range(len(boxes)):
+                name = result.names[int(boxes.cls[index])]
+                if result.masks is not None and name in published["use_segment"]:
+                    points = result.masks.xy[index].tolist()
+                elif hasattr(boxes, "xyxyxyxy"):
+                    points = boxes.xyxyxyxy[index].tolist()
+                else:
+                    x1, y1, x2, y2 = boxes.xyxy[index].tolist()
+                    points = [[x1, y1], [x2, y1], [x2, y2], [x1, y2]]
+                predictions.append(
+                    {
+                        "class": name,
+                        "confidence": float(boxes.conf[index]),
+                        "polygon": [[x * scale[0], y * scale[1]] for x, y in points],
+                    }
+                )
+            record = {"element": element["id"], "width": width, "height": height}
+            output.write(json.dumps({**record, "predictions": predictions}) + "\n")
+    return path
 
 
 # ------------------------------------------------------------------------- comparison
@@ -367,6 +346,11 @@ def main() -> None:
         help="used when the run has no model_version.json",
     )
     parser.add_argument("--user", nargs="*", default=[], help="user values, KEY=JSON")
+    parser.add_argument(
+        "--stand-in",
+        action="store_true",
+        help="without eval_<split>/pages/predictions.jsonl, predict with our model on our dataset",
+    )
     args = parser.parse_args()
 
     python = ensure_venv(args.venv)
@@ -393,6 +377,10 @@ def main() -> None:
     report_segmenter(records)
 
     ours_path = args.run / f"eval_{args.set}" / "pages" / "predictions.jsonl"
+    if not ours_path.is_file() and args.stand_in:
+        ours_path = args.run / f"stand-in-predictions-{args.set}.jsonl"
+        stand_in_predictions(args.run, args.set, elements, published, ours_path)
+        print(f"Compared with a stand-in for our page-level predictions: {ours_path}")
     if not ours_path.is_file():
         print(f"No {ours_path}: nothing to compare with (run the page-level evaluation first)")
         return
