@@ -216,7 +216,7 @@ def stand_in_predictions(
     """A stand-in for the page-level evaluation's predictions.jsonl, until it exists: our model
     (this venv's Ultralytics) on our dataset's images of the split, `conf=0`, `iou=0.7`,
     `max_det=max_detection`, mask polygons for `use_segment` classes, else box corners, scaled to
-    the element's pixels (its bounding box, as the segmenter measures it)."""
+    the element's pixels (its bounding box, as the segmenter measures it) and clamped to them."""
     from ultralytics import YOLO
 
     model = YOLO(str(run / "model" / "model.pt"))
@@ -244,7 +244,11 @@ def stand_in_predictions(
                     {
                         "class": name,
                         "confidence": float(boxes.conf[index]),
-                        "polygon": [[x * scale[0], y * scale[1]] for x, y in points],
+                        # Points clamped to the element, as the segmenter's trim_polygon does
+                        "polygon": [
+                            [min(max(x * scale[0], 0), width), min(max(y * scale[1], 0), height)]
+                            for x, y in points
+                        ],
                     }
                 )
             record = {"element": element["id"], "width": width, "height": height}
