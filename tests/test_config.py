@@ -338,3 +338,27 @@ def test_configuration_errors_stay_fast_without_importing_pytorch():
 def test_absurd_image_size_is_refused():
     with pytest.raises(ConfigurationError, match="at most 4096, got 100000"):
         parse_config({"class_names": ["a"], "image_size": 100000})
+
+
+def test_segmenter_keys_of_a_model_version_are_ignored_quietly(caplog):
+    """Arkindex merges a model version's configuration (made for the YOLO segmenter) into the
+    configuration of a fine-tuning run."""
+    merged = {
+        "class_names": ["a"],
+        "thumbnail_size": 640,
+        "use_segment": ["a"],
+        "confidence_threshold": 0.4,
+        "max_detection": 300,
+        "iou": 0.7,
+    }
+    with caplog.at_level(logging.WARNING):
+        assert parse_config(merged) == parse_config({"class_names": ["a"]})
+    assert caplog.text == ""
+
+
+def test_the_segmenters_mode_falls_back_to_ours_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        config = parse_config({"class_names": ["a"], "mode": "minimum_rotated_rectangle"})
+    assert config.mode is Mode.Segment
+    assert "the YOLO segmenter's" in caplog.text
+    assert parse_config({"class_names": ["a"], "mode": "bbox"}).mode is Mode.BBox

@@ -67,20 +67,25 @@ def test_model_version(trained):
     assert version.model_id == fake.model_id
     assert version.state == "available"
     assert set(version.body) == {"size", "archive_hash", "configuration", "description"}
+    results = tar_zst_members((fake.work_dir / "results.tar.zst").read_bytes())
+    metrics = json.loads(results["metrics.json"])
+    # Only the YOLO segmenter's keys (tests/test_segmenter_contract.py checks their values)
     assert version.body["configuration"] == {
         "thumbnail_size": 320,
         "use_segment": CLASS_NAMES,
-        "mode": "segment",
-        "class_names": CLASS_NAMES,
-        "image_size": 320,
-        "ultralytics_model_size": "v8n",
+        "confidence_threshold": metrics["pages"]["val"]["confidence_threshold"],
+        "max_detection": 300,
     }
-    assert table_rows(version.body["description"]) == {
-        (split, name) for split in SPLITS for name in ("all", *CLASS_NAMES)
-    }
-    results = tar_zst_members((fake.work_dir / "results.tar.zst").read_bytes())
-    table = results["evaluation.md"].decode().split("\n\n", 1)[1].strip()
-    assert table in version.body["description"]
+    description = version.body["description"]
+    assert {(split, name) for split in SPLITS for name in ("all", *CLASS_NAMES)} <= table_rows(
+        description
+    )
+    # The page-level table first, then the worst elements, then Ultralytics' mAP table
+    page_header = "| Split | Class | Instances | Predictions | Matches |"
+    assert description.index(page_header) < description.index("| Box precision |")
+    assert "### Settings read from the dataset" in description and "max_det: 300" in description
+    training = json.loads(results["training.json"])
+    assert training["class_names"] == CLASS_NAMES and training["mode"] == "segment"
 
 
 def test_uploaded_model(trained, tmp_path):
@@ -117,11 +122,12 @@ def test_results_archive_is_the_only_artifact(trained):
         "metrics.json",
         "evaluation.md",
         "summary.json",
+        "training.json",
     }
     assert not any(name.endswith(".pt") for name in members)
     assert "training/results.csv" in members and "training/args.yaml" in members
     metrics = json.loads(members["metrics.json"])
-    assert {split: metrics[split]["all"]["images"] for split in metrics} == {
+    assert {split: metrics[split]["all"]["images"] for split in SPLITS} == {
         "train": 6,
         "val": 2,
         "test": 2,
@@ -162,7 +168,7 @@ def test_finetuning(trained, tmp_path):
         (version,) = task.fake.created_model_versions()
         assert version.body["parent"] == parent.id
         assert version.state == "available"
-        assert version.body["configuration"]["class_names"] == CLASS_NAMES
+        assert set(version.body["configuration"]) == set(trained_version.configuration)
         assert task.fake.operation_ids()[: len(START_SEQUENCE)] == START_SEQUENCE
         assert (
             "The fine-tuned model predicts ['line', 'picture'], "
@@ -228,13 +234,20 @@ def test_upload_failure_aborts_the_upload(tmp_path):
 
 
 def test_training_failure_publishes_nothing(tmp_path):
-    """Ultralytics fails after the dataset is extracted (an optimizer it does not know)."""
-    overrides = {"advanced.training_kwargs": {"optimizer": "NoSuchOptimizer"}}
-    with training_task(tmp_path / "task", overrides) as task:
-        run = task.run()
+    """Ultralytics fails after the dataset is extracted (made to, in the worker's interpreter)."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(
+        "from ultralytics.engine import trainer\n\n\n"
+        "def fail(self, *args, **kwargs):\n"
+        "    raise RuntimeError('injected training failure')\n\n\n"
+        "trainer.BaseTrainer._do_train = fail\n"
+    )
+    with training_task(tmp_path / "task") as task:
+        run = task.run(pythonpath=hooks)
 
         assert run.process.returncode not in (0, 2), run.output
-        assert "Optimizer 'NoSuchOptimizer' not found" in run.output
+        assert "injected training failure" in run.output
         assert task.fake.operation_ids() == START_SEQUENCE
         assert requested_images(task.iiif) == sample_image_ids()
         assert not task.fake.model_versions

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from teklia_toolbox.config import UNSET, ConfigParser
 from teklia_toolbox.config import ConfigurationError as ToolboxConfigurationError
 
+from worker_yolo_training.inference import SEGMENTER_KEYS, SEGMENTER_MODES
 from worker_yolo_training.ultralytics_args import parse_training_kwargs
 
 logger = logging.getLogger(__name__)
@@ -376,15 +377,25 @@ def _describe(key: str, message: Any, raw: Mapping[str, Any]) -> str:
     return f"`{key}`: {message}{shown}"
 
 
-def warn_unknown_keys(flat: Mapping[str, Any], ignored: Iterable[str] = ()) -> None:
-    """Unknown keys are ignored with a warning naming the closest known key; `ignored` keys
-    (another worker's, merged in by Arkindex) are ignored quietly."""
-    quiet = set(ignored)
+def warn_unknown_keys(flat: Mapping[str, Any]) -> None:
+    """Unknown keys are ignored with a warning naming the closest known key."""
     for key in flat:
-        if key not in OPTIONS_BY_KEY and key not in quiet:
+        if key not in OPTIONS_BY_KEY:
             close = difflib.get_close_matches(key, OPTIONS_BY_KEY, n=1)
             hint = f"; did you mean `{close[0]}`?" if close else ""
             logger.warning(f"Unknown configuration key `{key}` is ignored{hint}")
+
+
+def without_segmenter_keys(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The configuration without the YOLO segmenter's keys that Arkindex merges in when this
+    worker runs with a model version (its configuration is made for the segmenter)."""
+    kept = {k: v for k, v in flat.items() if k in OPTIONS_BY_KEY or k not in SEGMENTER_KEYS}
+    if kept.get("mode") in SEGMENTER_MODES:
+        logger.warning(
+            f"`mode` {kept.pop('mode')!r} is the YOLO segmenter's (from the model version's "
+            f"configuration), not a training mode: using `mode` {Mode.Segment.value!r}"
+        )
+    return kept
 
 
 def parse_config(raw: Mapping[str, Any] | None) -> TrainingConfig:
@@ -392,7 +403,7 @@ def parse_config(raw: Mapping[str, Any] | None) -> TrainingConfig:
 
     :raises ConfigurationError: listing each key at fault, its value and what is allowed.
     """
-    flat = flatten(raw or {})
+    flat = without_segmenter_keys(flatten(raw or {}))
     warn_unknown_keys(flat)
     try:
         values = _parser().parse_data(flat)

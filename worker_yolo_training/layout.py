@@ -5,7 +5,7 @@ OUT/
   dataset/               the YOLO dataset (its inner layout belongs to the task) + summary.json
   training/              Ultralytics' run folder
   eval_<split>/          evaluation of the best weights on one split
-  metrics.json, evaluation.md, model_version.json, run.json (what --resume checks)
+  metrics.json, evaluation.md, training.json, model_version.json, run.json (what --resume checks)
   model/model.pt         the published model directory
   results.tar.zst        the results archive (members: publish.RESULTS_MEMBERS)
 ```
@@ -67,6 +67,11 @@ class RunLayout:
         return self.root / "model_version.json"
 
     @property
+    def training_metadata(self) -> Path:
+        """What this training was (mode, classes, sizes, versions, dataset counts)."""
+        return self.root / "training.json"
+
+    @property
     def model_dir(self) -> Path:
         return self.root / "model"
 
@@ -83,7 +88,7 @@ class RunLayout:
         """What a previous run may have left here, the dataset first."""
         fixed = [self.dataset, self.training, self.metrics, self.evaluation_md]
         fixed += [self.model_version, self.model_dir, self.archive, self.crops_scratch]
-        fixed += [self.fingerprint]
+        fixed += [self.fingerprint, self.training_metadata]
         return fixed + sorted(self.root.glob("eval_*"))
 
 

@@ -22,7 +22,14 @@ from worker_yolo_training.images import CropStore, ImageSource
 from worker_yolo_training.layout import RunLayout
 from worker_yolo_training.pages import evaluate_pages
 from worker_yolo_training.pages_score import page_table, worst_elements_table
-from worker_yolo_training.publish import build_model_dir, build_results_archive
+from worker_yolo_training.publish import (
+    build_model_dir,
+    build_results_archive,
+    model_configuration,
+    model_description,
+    model_version_payload,
+    training_metadata,
+)
 from worker_yolo_training.report import markdown_table
 from worker_yolo_training.tasks import Task
 from worker_yolo_training.truth import read_truths
@@ -86,7 +93,14 @@ class Evaluation:
 
     weights: Path
     metrics: dict
-    tables: str  # Markdown: page-level table, worst elements, mAP table
+    # Markdown: the page-level table, the worst elements, Ultralytics' mAP table
+    page_table: str
+    worst_elements: str
+    map_table: str
+
+    @property
+    def tables(self) -> str:
+        return "\n\n".join([self.page_table, self.worst_elements, self.map_table])
 
     @property
     def confidence_threshold(self) -> float:
@@ -133,14 +147,86 @@ def train_and_evaluate(
         device=device.argument.split(",")[0],
     )
     fixed = config.confidence_threshold is not None
-    tables = "\n\n".join(
-        [page_table(pages, fixed=fixed), worst_elements_table(pages), markdown_table(metrics)]
+    evaluation = Evaluation(
+        best,
+        {**metrics, "pages": pages},
+        page_table(pages, fixed=fixed),
+        worst_elements_table(pages),
+        markdown_table(metrics),
     )
-    metrics["pages"] = pages
-    layout.metrics.write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
-    layout.evaluation_md.write_text(f"# Evaluation\n\n{tables}\n")
-    logger.info("Evaluation:\n" + tables)
-    return Evaluation(best, metrics, tables)
+    layout.metrics.write_text(json.dumps(evaluation.metrics, indent=2, ensure_ascii=False))
+    layout.evaluation_md.write_text(f"# Evaluation\n\n{evaluation.tables}\n")
+    logger.info("Evaluation:\n" + evaluation.tables)
+    return evaluation
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """What is published: the inference worker's configuration and the model page's text."""
+
+    configuration: dict
+    description: str
+
+
+def model_version(
+    config: TrainingConfig,
+    task: Task,
+    base_model: str,
+    dataset: ExtractedDataset,
+    evaluation: Evaluation,
+    layout: RunLayout,
+) -> ModelVersion:
+    """The model version's configuration (only the inference worker's keys) and description;
+    writes `training.json` (what this training was) and `model_version.json` (what is
+    published, to check or publish by hand)."""
+    import ultralytics
+
+    derivation = dataset.derivation
+    max_detection = derivation.val["max_det"]
+    threshold = evaluation.confidence_threshold
+    metadata = training_metadata(
+        mode=config.mode,
+        task=task.ultralytics_task,
+        class_names=config.class_names,
+        image_size=config.image_size,
+        model_size=config.model_size,
+        ultralytics_version=ultralytics.__version__,
+        dataset_splits=dataset.summary["splits"],
+        confidence_threshold=threshold,
+        confidence_threshold_source=(
+            "advanced.confidence_threshold"
+            if config.confidence_threshold is not None
+            else "calibrated: best page-level F1 on val (0.25 without a matched prediction)"
+        ),
+        largest_element_objects=max(
+            (item["objects"] for item in derivation.figures["densest_element"].values()), default=0
+        ),
+        max_detection=max_detection,
+        base_model=Path(base_model).name,
+        settings={
+            "num_epochs": config.num_epochs,
+            "batch_size": config.batch_size,
+            "pretrained": config.pretrained,
+            "contrast": config.contrast,
+            "training_kwargs": config.training_kwargs,
+        },
+        derived=[str(setting) for setting in derivation.settings] + derivation.warnings,
+    )
+    layout.training_metadata.write_text(json.dumps(metadata, indent=2, ensure_ascii=False))
+    version = ModelVersion(
+        model_configuration(
+            use_segment=task.use_segment(config.class_names),
+            image_size=config.image_size,
+            confidence_threshold=threshold,
+            max_detection=max_detection,
+        ),
+        model_description(
+            metadata, evaluation.page_table, evaluation.worst_elements, evaluation.map_table
+        ),
+    )
+    payload = model_version_payload(version.configuration, version.description)
+    layout.model_version.write_text(json.dumps(payload, indent=2, ensure_ascii=False))
+    return version
 
 
 def package(

@@ -36,16 +36,16 @@ from worker_yolo_training.images import (
 )
 from worker_yolo_training.layout import RunLayout
 from worker_yolo_training.pipeline import (
-    Evaluation,
+    ModelVersion,
     crop_stores,
     extract,
+    model_version,
     package,
     train_and_evaluate,
 )
-from worker_yolo_training.publish import model_configuration, model_description
 from worker_yolo_training.resume import run_fingerprint, start_run
 from worker_yolo_training.sets import ExtractionError, check_inputs, select_sets
-from worker_yolo_training.tasks import Task, task_for
+from worker_yolo_training.tasks import task_for
 from worker_yolo_training.training import BaseModelError
 
 logger = logging.getLogger(__name__)
@@ -151,10 +151,11 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
             evaluation = train_and_evaluate(
                 config, task, base_model, dataset, layout, start.last_weights
             )
+            version = model_version(config, task, base_model, dataset, evaluation, layout)
             archive = layout.archive if self.local else self.work_dir / layout.archive.name
             model_dir = package(evaluation, dataset.splits, layout, archive)
             if not self.is_read_only:
-                self.publish(config, task, model_dir, archive, evaluation)
+                self.publish(config, model_dir, archive, version)
 
     # ------------------------------------------------------------ inputs
 
@@ -278,19 +279,14 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         return crop_stores(source, folder, config.contrast, keep=not self.args.no_cache)
 
     def publish(
-        self,
-        config: TrainingConfig,
-        task: Task,
-        model_dir: Path,
-        archive: Path,
-        evaluation: Evaluation,
+        self, config: TrainingConfig, model_dir: Path, archive: Path, version: ModelVersion
     ) -> None:
         """A new version of the target model; base-worker aborts the upload if it fails."""
         self.publish_model_version(
             model_path=model_dir,
             model_id=config.target_model_id,
-            description=model_description(config, evaluation.tables),
-            configuration=model_configuration(config),
+            description=version.description,
+            configuration=version.configuration,
             parent=self.model_version_id,
         )
         if self.args.bootstrap:
