@@ -330,7 +330,7 @@ class TrainingConfig:
         None,
         "Confidence threshold",
         "Threshold published for the inference worker, in (0, 1]. Empty: the one that maximises "
-        "the page-level F1 on val.",
+        "the page-level F1 on val (classify mode: the macro-F1 of the elements of val).",
         _threshold,
     )
     training_kwargs: dict = option(  # noqa: RUF009 (option() is a dataclass field)
