@@ -223,6 +223,17 @@ def test_train_and_val_need_two_classes(tmp_path, config, split, found):
     assert not (tmp_path / "out" / "dataset").exists()
 
 
+def test_an_export_without_classifications_is_refused_when_opened(tmp_path):
+    import sqlite3
+
+    exported = ClassifiedExport(tmp_path)
+    exported.finish()
+    with sqlite3.connect(exported.builder.path) as connection:
+        connection.execute("DROP TABLE classification")
+    with pytest.raises(export.ExportError, match="lacks table classification"):
+        export.check_export_file(exported.builder.path)
+
+
 def test_fraction_is_refused_in_classify_mode():
     with pytest.raises(ConfigurationError, match="fraction: not available in classify mode"):
         parse_config(
