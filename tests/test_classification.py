@@ -323,3 +323,16 @@ def test_classify_run_end_to_end(tmp_path):
     assert "| true \\ predicted | with space | a/b | Ünïcode |" in report
     assert "Confusion matrix of test" in report and "| val | Ünïcode |" in report
     assert (output / "results.tar.zst").is_file()
+    # What would be published: only the classifier's keys, the threshold calibrated on val
+    version = json.loads((output / "model_version.json").read_text())
+    threshold = metrics["pages"]["val"]["confidence_threshold"]
+    assert version["configuration"] == {"thumbnail_size": 32, "confidence_threshold": threshold}
+    description = version["description"]
+    assert (
+        f"## Classifier evaluation (an element whose top-1 confidence is under {threshold:g}"
+        in (description)
+    )
+    assert "Confusion matrix of val" in description and "max detections" not in description
+    training = json.loads((output / "training.json").read_text())
+    assert training["task"] == "classify" and training["max_detection"] is None
+    assert training["confidence_threshold_source"].startswith("calibrated: best macro-F1")
