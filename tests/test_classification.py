@@ -333,6 +333,7 @@ def test_classify_run_end_to_end(tmp_path):
         in (description)
     )
     assert "Confusion matrix of val" in description and "max detections" not in description
+    assert "## Worst elements" not in description
     training = json.loads((output / "training.json").read_text())
     assert training["task"] == "classify" and training["max_detection"] is None
     assert training["confidence_threshold_source"].startswith("calibrated: best macro-F1")
