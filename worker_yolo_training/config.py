@@ -41,6 +41,7 @@ class Mode(StrEnum):
     Segment = "segment"
     BBox = "bbox"
     OBB = "obb"
+    Classify = "classify"
 
 
 class ConfigurationError(ValueError):
@@ -223,7 +224,8 @@ class TrainingConfig:
         "element_type",
         UNSET,
         "Element types to predict",
-        "Slugs of the element types the model learns to find; the class index is the order of this list.",
+        "Slugs of the element types the model learns to find (classify mode: the classification "
+        "class names it learns to give); the class index is the order of this list.",
         _class_names,
         many=True,
     )
@@ -240,7 +242,8 @@ class TrainingConfig:
         "enum",
         Mode.Segment,
         "Prediction mode",
-        "segment: masks (polygons); bbox: axis-aligned boxes; obb: oriented boxes.",
+        "segment: masks (polygons); bbox: axis-aligned boxes; obb: oriented boxes; classify: one "
+        "class per dataset element, from its classifications.",
         lambda value: Mode(_choice(MODES)(value)),
         choices=MODES,
     )
@@ -327,7 +330,7 @@ class TrainingConfig:
         None,
         "Confidence threshold",
         "Threshold published for the inference worker, in (0, 1]. Empty: the one that maximises "
-        "the page-level F1 on val.",
+        "the page-level F1 on val (classify mode: the macro-F1 of the elements of val).",
         _threshold,
     )
     training_kwargs: dict = option(  # noqa: RUF009 (option() is a dataclass field)
@@ -411,4 +414,14 @@ def parse_config(raw: Mapping[str, Any] | None) -> TrainingConfig:
         raise ConfigurationError(
             [_describe(key, message, flat) for key, message in error.errors.items()]
         ) from None
-    return TrainingConfig(**{name: values[key] for key, name in OPTION_FIELDS.items()})
+    config = TrainingConfig(**{name: values[key] for key, name in OPTION_FIELDS.items()})
+    if config.mode is Mode.Classify and "fraction" in config.training_kwargs:
+        # The classification dataset names its classes in `.ndjson.yaml`; with that file
+        # Ultralytics' ClassificationDataset trains on every image whatever `fraction` says
+        raise ConfigurationError(
+            [
+                "`advanced.training_kwargs` fraction: not available in classify mode (Ultralytics "
+                "ignores it for the classification dataset layout); remove it"
+            ]
+        )
+    return config

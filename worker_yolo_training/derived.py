@@ -70,7 +70,10 @@ def _yaml(value: Any) -> str:
 
 def max_det_setting(shape: DatasetShape) -> Setting:
     """Ultralytics keeps at most `max_det` predictions per image: raise it to the largest number
-    of objects on one element, rounded up to the next hundred, when that is above its default."""
+    of objects on one element, rounded up to the next hundred, when that is above its default.
+    None in classify mode: no object is predicted."""
+    if shape.mode is Mode.Classify:
+        return None
     count, element = max(shape.densest.values(), default=(0, None))
     if count <= DEFAULT_MAX_DET:
         evidence = (

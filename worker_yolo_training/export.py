@@ -1,8 +1,9 @@
 """Reading the Arkindex SQLite export (arkindex-export's peewee models).
 
 A set is read with two streamed statements whatever its size: one for its dataset elements with
-their images, one recursive query for all their descendants. Both are ordered by dataset element
-id and merged, so one page and its objects are in memory at a time.
+their images, one recursive query for all their descendants (or, in classify mode, one for the
+dataset elements' classifications). Both are ordered by dataset element id and merged, so one page
+and its objects are in memory at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from arkindex_export import (
+    Classification,
     Dataset,
     DatasetElement,
     Element,
@@ -65,9 +67,19 @@ class Child:
     worker_run_id: str | None
 
 
+@dataclass(frozen=True)
+class ClassificationInfo:
+    """A classification of a dataset element, as stored in the export (manual: no worker run)."""
+
+    class_name: str
+    confidence: float
+    worker_run_id: str | None
+
+
 @dataclass
 class Page:
-    """A dataset element (usually a page) and all its descendants (any depth, each once)."""
+    """A dataset element (usually a page) and all its descendants (any depth, each once), or
+    its classifications (classify mode)."""
 
     id: str
     name: str
@@ -77,6 +89,7 @@ class Page:
     mirrored: bool
     image: ImageInfo | None
     children: list[Child] = field(default_factory=list)
+    classifications: list[ClassificationInfo] = field(default_factory=list)
 
 
 class StatementCounter:
@@ -171,6 +184,45 @@ def _descendants(dataset_id: str, set_name: str):
     )
 
 
+def _classifications(dataset_id: str, set_name: str):
+    """(element id, class name, confidence, worker run) of every classification of the set's
+    dataset elements, by element id (each classification once, even for an element listed twice)."""
+    elements = DatasetElement.select(DatasetElement.element).where(
+        DatasetElement.dataset == dataset_id, DatasetElement.set_name == set_name
+    )
+    return (
+        Classification.select(
+            Classification.element,
+            Classification.class_name,
+            Classification.confidence,
+            Classification.worker_run,
+        )
+        .where(Classification.element.in_(elements))
+        .order_by(Classification.element, Classification.id)
+        .tuples()
+        .iterator()
+    )
+
+
+class _Groups:
+    """A stream of rows ordered by their first value (a dataset element id), taken one element at
+    a time while the dataset elements are read in the same order."""
+
+    def __init__(self, rows: Iterator[tuple]):
+        self.rows = rows
+        self.pending = next(rows, None)
+
+    def take(self, element_id: str) -> list[tuple]:
+        """The rows of `element_id` without their first value; earlier elements' rows skipped."""
+        while self.pending is not None and self.pending[0] < element_id:
+            self.pending = next(self.rows, None)
+        group = []
+        while self.pending is not None and self.pending[0] == element_id:
+            group.append(self.pending[1:])
+            self.pending = next(self.rows, None)
+        return group
+
+
 class NotJSON(str):
     """Polygon text of the export that is not JSON, kept for the report."""
 
@@ -255,6 +307,13 @@ class Export:
         query = Element.select(Element.type, fn.COUNT(Element.id)).group_by(Element.type)
         return dict(query.tuples())
 
+    def classification_counts(self) -> dict[str, int]:
+        """How many classifications of each class the export holds."""
+        query = Classification.select(
+            Classification.class_name, fn.COUNT(Classification.id)
+        ).group_by(Classification.class_name)
+        return dict(query.tuples())
+
     def set_sizes(self, dataset_id: str) -> dict[str, int]:
         """Number of elements in each set of a dataset (one statement)."""
         query = (
@@ -264,10 +323,17 @@ class Export:
         )
         return dict(query.tuples())
 
-    def iter_pages(self, dataset_id: str, set_name: str) -> Iterator[Page]:
-        """Every dataset element of a set with all its descendants, streamed in id order."""
-        descendants = _descendants(dataset_id, set_name)
-        pending = next(descendants, None)
+    def iter_pages(
+        self,
+        dataset_id: str,
+        set_name: str,
+        children: bool = True,
+        classifications: bool = False,
+    ) -> Iterator[Page]:
+        """Every dataset element of a set, streamed in id order, with all its descendants
+        (`children`) and/or its classifications (`classifications`)."""
+        descendants = _Groups(_descendants(dataset_id, set_name) if children else iter(()))
+        labels = _Groups(_classifications(dataset_id, set_name) if classifications else iter(()))
         previous_id = None
         for row in _dataset_elements(dataset_id, set_name):
             (element_id, name, type_, polygon, angle, mirrored) = row[:6]
@@ -284,15 +350,14 @@ class Export:
                 mirrored=bool(mirrored),
                 image=ImageInfo(image_id, url, width, height, version or 2) if image_id else None,
             )
-            # Both streams are sorted by dataset element id: skip descendants of earlier roots
-            while pending is not None and pending[0] < element_id:
-                pending = next(descendants, None)
-            while pending is not None and pending[0] == element_id:
-                _, child_id, child_type, child_image, child_polygon, worker_run = pending
+            # Every stream is sorted by dataset element id
+            for child_id, child_type, child_image, child_polygon, worker_run in descendants.take(
+                element_id
+            ):
                 page.children.append(
                     Child(child_id, child_type, child_image, _polygon(child_polygon), worker_run)
                 )
-                pending = next(descendants, None)
+            page.classifications = [ClassificationInfo(*row) for row in labels.take(element_id)]
             yield page
 
 

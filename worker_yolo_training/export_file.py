@@ -23,6 +23,7 @@ REQUIRED_COLUMNS = {
     "element_path": ("parent_id", "child_id"),
     "image": ("id", "server_id", "url", "width", "height"),
     "image_server": ("id", "version"),
+    "classification": ("element_id", "class_name", "confidence", "worker_run_id"),
 }  # fmt: skip
 SQLITE_HEADER = b"SQLite format 3\x00"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

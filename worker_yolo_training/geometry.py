@@ -39,6 +39,9 @@ class Skip(StrEnum):
     OutsideCrop = "object outside the crop"
     Degenerate = "degenerate geometry (no area)"
     Malformed = "malformed polygon (not a list of [x, y] numbers)"
+    # classify mode: an element without one class to learn
+    Unclassified = "element without a classification of class_names (from the selected sources)"
+    Ambiguous = "element with tied classifications of different classes"
     # Never produced any more (an object with several parts is kept whole, see `Label.parts`);
     # stays until dataset.py stops referring to it
 

@@ -16,26 +16,18 @@ from typing import NamedTuple
 from arkindex_worker.models import DatasetSet
 
 from worker_yolo_training import export
-from worker_yolo_training.config import Mode, TrainingConfig
+from worker_yolo_training.config import TrainingConfig
 from worker_yolo_training.dataset import DatasetWriter, ExtractedDataset
 from worker_yolo_training.images import CropStore, ImageSource
 from worker_yolo_training.layout import RunLayout
-from worker_yolo_training.pages import evaluate_pages
-from worker_yolo_training.pages_score import page_table, worst_elements_table
 from worker_yolo_training.publish import (
     build_model_dir,
     build_results_archive,
-    model_configuration,
     model_description,
     model_version_payload,
     training_metadata,
 )
-from worker_yolo_training.report import markdown_table
 from worker_yolo_training.tasks import Task
-from worker_yolo_training.truth import read_truths
-
-# The YOLO segmenter's NMS IoU at prediction (its `iou` default; we publish no other)
-SEGMENTER_IOU = 0.7
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +73,7 @@ def extract(
             dataset = dataset_set.dataset
             logger.info(f"Extracting set {dataset_set.name} of dataset {dataset.name}")
             with export.open_export(exports[dataset.id]) as opened:
-                writer.add_set(dataset_set.name, opened.iter_pages(dataset.id, dataset_set.name))
+                writer.add_set(dataset_set.name, task.pages(opened, dataset.id, dataset_set.name))
     logger.info(f"Extraction SQL statements: {statements.count}")
     return writer.finish()
 
@@ -93,14 +85,15 @@ class Evaluation:
 
     weights: Path
     metrics: dict
-    # Markdown: the page-level table, the worst elements, Ultralytics' mAP table
+    # Markdown: the inference worker's view (page-level table), the worst elements (may be
+    # empty), Ultralytics' metrics (mAP table; classify mode: accuracy and confusion matrices)
     page_table: str
     worst_elements: str
     map_table: str
 
     @property
     def tables(self) -> str:
-        return "\n\n".join([self.page_table, self.worst_elements, self.map_table])
+        return "\n\n".join(filter(None, [self.page_table, self.worst_elements, self.map_table]))
 
     @property
     def confidence_threshold(self) -> float:
@@ -134,25 +127,11 @@ def train_and_evaluate(
         metrics[split] = task.split_metrics(
             result, config.class_names, dataset.reports[split].images
         )
-    pages = evaluate_pages(
-        best,
-        read_truths(dataset.root, dataset.splits),
-        config.class_names,
-        use_segment=task.use_segment(config.class_names),
-        oriented=task.mode is Mode.OBB,
-        output_dir=layout.root,
-        iou=SEGMENTER_IOU,
-        max_det=derivation.val["max_det"],
-        fixed_threshold=config.confidence_threshold,
-        device=device.argument.split(",")[0],
+    pages, page_table, worst_elements = task.evaluate_elements(
+        best, dataset, config, layout.root, device.argument.split(",")[0]
     )
-    fixed = config.confidence_threshold is not None
     evaluation = Evaluation(
-        best,
-        {**metrics, "pages": pages},
-        page_table(pages, fixed=fixed),
-        worst_elements_table(pages),
-        markdown_table(metrics),
+        best, {**metrics, "pages": pages}, page_table, worst_elements, task.metrics_table(metrics)
     )
     layout.metrics.write_text(json.dumps(evaluation.metrics, indent=2, ensure_ascii=False))
     layout.evaluation_md.write_text(f"# Evaluation\n\n{evaluation.tables}\n")
@@ -182,7 +161,7 @@ def model_version(
     import ultralytics
 
     derivation = dataset.derivation
-    max_detection = derivation.val["max_det"]
+    max_detection = derivation.val.get("max_det")  # None in classify mode: nothing detected
     threshold = evaluation.confidence_threshold
     metadata = training_metadata(
         mode=config.mode,
@@ -196,7 +175,7 @@ def model_version(
         confidence_threshold_source=(
             "advanced.confidence_threshold"
             if config.confidence_threshold is not None
-            else "calibrated: best page-level F1 on val (0.25 without a matched prediction)"
+            else task.calibration
         ),
         largest_element_objects=max(
             (item["objects"] for item in derivation.figures["densest_element"].values()), default=0
@@ -214,14 +193,13 @@ def model_version(
     )
     layout.training_metadata.write_text(json.dumps(metadata, indent=2, ensure_ascii=False))
     version = ModelVersion(
-        model_configuration(
-            use_segment=task.use_segment(config.class_names),
-            image_size=config.image_size,
-            confidence_threshold=threshold,
-            max_detection=max_detection,
-        ),
+        task.inference_configuration(config, threshold, max_detection),
         model_description(
-            metadata, evaluation.page_table, evaluation.worst_elements, evaluation.map_table
+            metadata,
+            evaluation.page_table,
+            evaluation.worst_elements,
+            evaluation.map_table,
+            heading=task.evaluation_heading.format(threshold=threshold),
         ),
     )
     payload = model_version_payload(version.configuration, version.description)

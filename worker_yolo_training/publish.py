@@ -91,7 +91,7 @@ def training_metadata(
     confidence_threshold: float,
     confidence_threshold_source: str,
     largest_element_objects: int,
-    max_detection: int,
+    max_detection: int | None,
     base_model: str | None = None,
     settings: Mapping[str, Any] | None = None,
     derived: Sequence[str] = (),
@@ -134,19 +134,26 @@ def training_metadata(
 
 
 def model_description(
-    metadata: Mapping[str, Any], page_table: str, worst_elements: str, map_table: str
+    metadata: Mapping[str, Any],
+    page_table: str,
+    worst_elements: str,
+    map_table: str,
+    heading: str | None = None,
 ) -> str:
-    """Markdown shown on the model version's page: a summary line, the page-level table, the
-    worst elements, Ultralytics' mAP table, then the training details (from `training_metadata`).
-    The tables are given as Markdown."""
+    """Markdown shown on the model version's page: a summary line, the page-level table (under
+    `heading`, by default the page-level evaluation's), the worst elements (when there are),
+    Ultralytics' metrics, then the training details (from `training_metadata`). The tables are
+    given as Markdown."""
     names = ", ".join(f"`{name}`" for name in metadata["class_names"])
     threshold = metadata["confidence_threshold"]
+    heading = heading or (
+        f"Page-level evaluation (confidence ≥ {threshold:g}, match: same class and IoU ≥ 0.5)"
+    )
     sections = [
         f"YOLO{metadata['ultralytics_model_size']} trained in {metadata['mode']} mode on {names} "
         f"({metadata['image_size']} px, Ultralytics {metadata['ultralytics_version']}).",
-        f"## Page-level evaluation (confidence ≥ {threshold:g}, match: same class and "
-        f"IoU ≥ 0.5)\n\n{page_table.strip()}",
-        f"## Worst elements\n\n{worst_elements.strip()}",
+        f"## {heading}\n\n{page_table.strip()}",
+        *([f"## Worst elements\n\n{worst_elements.strip()}"] if worst_elements.strip() else []),
         f"## Ultralytics metrics\n\n{map_table.strip()}",
         "## Training\n\n" + _settings_table(metadata),
         *(
@@ -171,10 +178,16 @@ def _settings_table(metadata: Mapping[str, Any]) -> str:
             "confidence threshold",
             f"{metadata['confidence_threshold']:g} ({metadata['confidence_threshold_source']})",
         ),
-        (
-            "max detections",
-            f"{metadata['max_detection']} (largest element: "
-            f"{metadata['largest_element_objects']} objects)",
+        *(
+            [
+                (
+                    "max detections",
+                    f"{metadata['max_detection']} (largest element: "
+                    f"{metadata['largest_element_objects']} objects)",
+                )
+            ]
+            if metadata["max_detection"] is not None  # classify mode: nothing is detected
+            else []
         ),
         *((str(key), str(value)) for key, value in metadata["settings"].items()),
     ]

@@ -64,7 +64,8 @@ def check_inputs(
     config: TrainingConfig, task: Task, sets: Sequence[DatasetSet], exports: Mapping[str, Path]
 ) -> None:
     """Fail before any download when the exports cannot give what the configuration asks:
-    every `class_names` entry exists (as the task counts classes), and the train and val splits hold elements.
+    every `class_names` entry exists (as the task counts classes), the train and val splits hold
+    elements, and the task's own checks (`Task.check_splits`).
 
     :raises ExtractionError: naming what is missing and what the export holds instead.
     """
@@ -90,3 +91,4 @@ def check_inputs(
                 f"No element in a {sets_hint} set: a {split} split is needed to train. "
                 f"Sets selected: {', '.join(s.name for s in sets) or 'none'}"
             )
+    task.check_splits(config, sets, exports)

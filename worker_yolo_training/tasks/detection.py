@@ -7,19 +7,26 @@ Layout: `images/<split>/<element>.jpg`, `labels/<split>/<element>.txt`, `data.ya
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+from arkindex_worker.models import DatasetSet
 
 from worker_yolo_training.config import MANUAL, Mode, TrainingConfig
 from worker_yolo_training.export import Export, Page
 from worker_yolo_training.files import safe_name, write_text
 from worker_yolo_training.geometry import Label, Skip, label_line, object_labels
-from worker_yolo_training.report import split_metrics
+from worker_yolo_training.report import markdown_table, split_metrics
 from worker_yolo_training.sample import Sample, element_crop
+
+if TYPE_CHECKING:
+    from worker_yolo_training.dataset import ExtractedDataset
+
+# The YOLO segmenter's NMS IoU at prediction (its `iou` default; we publish no other)
+SEGMENTER_IOU = 0.7
 
 
 @dataclass(frozen=True)
@@ -29,9 +36,21 @@ class DetectionTask:
     weights_suffix: str
     metric_kinds: tuple[str, ...]
     class_kind: str = "element types"
+    calibration: str = "calibrated: best page-level F1 on val (0.25 without a matched prediction)"
+    evaluation_heading: str = (
+        "Page-level evaluation (confidence ≥ {threshold:g}, match: same class and IoU ≥ 0.5)"
+    )
 
     def class_counts(self, export: Export) -> dict[str, int]:
         return export.element_type_counts()
+
+    def pages(self, export: Export, dataset_id: str, set_name: str) -> Iterator[Page]:
+        return export.iter_pages(dataset_id, set_name)
+
+    def check_splits(
+        self, config: TrainingConfig, sets: Sequence[DatasetSet], exports: Mapping[str, Path]
+    ) -> None:
+        """Nothing more than `sets.check_inputs` checks."""
 
     def build_sample(self, page: Page, config: TrainingConfig) -> Sample | Skip:
         """Labels of a dataset element in its oriented crop, and every object left out with
@@ -87,8 +106,53 @@ class DetectionTask:
     def split_metrics(self, results: Any, class_names: Sequence[str], images: int) -> dict:
         return split_metrics(results, class_names, images, self.metric_kinds)
 
+    def metrics_table(self, metrics: dict[str, dict]) -> str:
+        return markdown_table(metrics)
+
     def use_segment(self, class_names: Sequence[str]) -> list[str]:
         return list(class_names) if "mask" in self.metric_kinds else []
+
+    def evaluate_elements(
+        self,
+        weights: Path,
+        dataset: ExtractedDataset,
+        config: TrainingConfig,
+        output_dir: Path,
+        device: str,
+    ) -> tuple[dict, str, str]:
+        """The page-level evaluation (pages.py): what the YOLO segmenter creates on each element,
+        matched with its annotated objects; the page table and the worst elements."""
+        from worker_yolo_training.pages import evaluate_pages
+        from worker_yolo_training.pages_score import page_table, worst_elements_table
+        from worker_yolo_training.truth import read_truths
+
+        pages = evaluate_pages(
+            weights,
+            read_truths(dataset.root, dataset.splits),
+            config.class_names,
+            use_segment=self.use_segment(config.class_names),
+            oriented=self.mode is Mode.OBB,
+            output_dir=output_dir,
+            iou=SEGMENTER_IOU,
+            max_det=dataset.derivation.val["max_det"],
+            fixed_threshold=config.confidence_threshold,
+            device=device,
+        )
+        fixed = config.confidence_threshold is not None
+        return pages, page_table(pages, fixed=fixed), worst_elements_table(pages)
+
+    def inference_configuration(
+        self, config: TrainingConfig, confidence_threshold: float, max_detection: int | None
+    ) -> dict:
+        """The YOLO segmenter's keys (`publish.model_configuration`)."""
+        from worker_yolo_training.publish import model_configuration
+
+        return model_configuration(
+            use_segment=self.use_segment(config.class_names),
+            image_size=config.image_size,
+            confidence_threshold=confidence_threshold,
+            max_detection=max_detection,
+        )
 
 
 DETECTION_TASKS = {
