@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -18,21 +17,16 @@ from typing import Any
 from teklia_toolbox.config import UNSET, ConfigParser
 from teklia_toolbox.config import ConfigurationError as ToolboxConfigurationError
 
+from worker_yolo_training import config_values as values
 from worker_yolo_training.inference import SEGMENTER_KEYS, SEGMENTER_MODES
 from worker_yolo_training.ultralytics_args import parse_training_kwargs
 
 logger = logging.getLogger(__name__)
 
 GROUP_SEPARATOR = "."
-MANUAL = "manual"
-UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 MODEL_SIZES = tuple(
     f"{family}{scale}" for family in ("v8", "11", "26") for scale in ("n", "s", "m", "l", "x")
 )
-# Ultralytics rounds image sizes to its largest stride; we do it visibly instead.
-IMAGE_SIZE_STRIDE = 32
-# Training memory grows with the square of the image size: 4096 takes 41× the memory of 640
-MAX_IMAGE_SIZE = 4096
 
 
 class Mode(StrEnum):
@@ -52,119 +46,6 @@ class ConfigurationError(ValueError):
         super().__init__(
             "Invalid configuration:\n" + "\n".join(f"  - {problem}" for problem in problems)
         )
-
-
-# ---------------------------------------------------------------- value parsers
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
-        return value.strip().lower() in ("true", "yes", "1")
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def _int(
-    minimum: int, extra: tuple[int, ...] = (), maximum: int | None = None
-) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int | str | float):
-            raise ValueError(f"expected an integer, got {value!r}")
-        try:
-            number = int(str(value).strip())
-        except ValueError:
-            raise ValueError(f"expected an integer, got {value!r}") from None
-        if number < minimum and number not in extra:
-            allowed = f"at least {minimum}" + "".join(f" or {x}" for x in extra)
-            raise ValueError(f"must be {allowed}, got {number}")
-        if maximum is not None and number > maximum:
-            raise ValueError(f"must be at most {maximum}, got {number}")
-        return number
-
-    return parse
-
-
-def _image_size(value: Any) -> int:
-    """A multiple of 32: Ultralytics rounds image sizes to its largest stride, we do it visibly."""
-    size = _int(IMAGE_SIZE_STRIDE, maximum=MAX_IMAGE_SIZE)(value)
-    if size % IMAGE_SIZE_STRIDE:
-        rounded = round(size / IMAGE_SIZE_STRIDE) * IMAGE_SIZE_STRIDE
-        logger.warning(
-            f"`image_size` {size} is not a multiple of {IMAGE_SIZE_STRIDE}: using {rounded}"
-        )
-        return rounded
-    return size
-
-
-def _fraction(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number between 0 and 1, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected a number between 0 and 1, got {value!r}") from None
-    if not 0 <= number <= 1:
-        raise ValueError(f"expected a number between 0 and 1, got {number}")
-    return number
-
-
-def _threshold(value: Any) -> float | None:
-    """A confidence threshold in (0, 1]; null (no value) means: calibrate it."""
-    if value is None or value == "":
-        return None
-    number = _fraction(value)
-    if number == 0:
-        raise ValueError("must be above 0 (leave it empty to calibrate it on val)")
-    return number
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if value not in choices:
-            raise ValueError(f"{value!r} is not one of: {', '.join(choices)}")
-        return value
-
-    return parse
-
-
-def _string_list(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        # Tolerate a comma-separated string typed in a text field
-        value = [part for part in value.split(",")]
-    if not isinstance(value, list | tuple):
-        raise ValueError(f"expected a list of strings, got {value!r}")
-    items = tuple(str(item).strip() for item in value)
-    if any(not item for item in items):
-        raise ValueError(f"empty entry in {list(value)!r}")
-    return items
-
-
-def _class_names(value: Any) -> tuple[str, ...]:
-    names = _string_list(value)
-    if not names:
-        raise ValueError("at least one element type is needed")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"duplicate class names: {', '.join(duplicates)}")
-    return names
-
-
-def _worker_runs(value: Any) -> tuple[str, ...]:
-    # Exports hold lower-case ids
-    runs = tuple(run if run == MANUAL else run.lower() for run in _string_list(value))
-    bad = [run for run in runs if run != MANUAL and not UUID_PATTERN.match(run)]
-    if bad:
-        raise ValueError(
-            f"{', '.join(map(repr, bad))}: each entry must be a worker run UUID or {MANUAL!r}"
-        )
-    return runs
-
-
-def _model_id(value: Any) -> str:
-    if not isinstance(value, str) or not UUID_PATTERN.match(value.strip()):
-        raise ValueError(f"expected a model UUID, got {value!r}")
-    return value.strip()
 
 
 # ---------------------------------------------------------------- the options
@@ -226,7 +107,7 @@ class TrainingConfig:
         "Element types to predict",
         "Slugs of the element types the model learns to find (classify mode: the classification "
         "class names it learns to give); the class index is the order of this list.",
-        _class_names,
+        values.class_names,
         many=True,
     )
     target_model_id: str | None = option(
@@ -235,7 +116,7 @@ class TrainingConfig:
         None,
         "Model that receives the new version",
         "The Arkindex model in which the trained weights are published (required in Arkindex).",
-        _model_id,
+        values.model_id,
     )
     mode: Mode = option(  # noqa: RUF009 (option() is a dataclass field)
         "mode",
@@ -244,7 +125,7 @@ class TrainingConfig:
         "Prediction mode",
         "segment: masks (polygons); bbox: axis-aligned boxes; obb: oriented boxes; classify: one "
         "class per dataset element, from its classifications.",
-        lambda value: Mode(_choice(MODES)(value)),
+        lambda value: Mode(values.choice(MODES)(value)),
         choices=MODES,
     )
     model_size: str = option(
@@ -253,7 +134,7 @@ class TrainingConfig:
         "v8m",
         "YOLO version and size",
         "Ultralytics architecture and size (n, s, m, l, x) of YOLOv8, YOLO11 or YOLO26.",
-        _choice(MODEL_SIZES),
+        values.choice(MODEL_SIZES),
         choices=MODEL_SIZES,
     )
     image_size: int = option(
@@ -262,7 +143,7 @@ class TrainingConfig:
         640,
         "Image size",
         "Longest side, in pixels, of the training images (a multiple of 32).",
-        _image_size,
+        values.image_size,
     )
     batch_size: int = option(
         "batch_size",
@@ -270,10 +151,10 @@ class TrainingConfig:
         16,
         "Batch size",
         "Images per training batch; -1 lets Ultralytics pick one that fits the GPU memory.",
-        _int(1, extra=(-1,)),
+        values.integer(1, extra=(-1,)),
     )
     num_epochs: int = option(
-        "num_epochs", "int", 100, "Epochs", "Number of training epochs.", _int(1)
+        "num_epochs", "int", 100, "Epochs", "Number of training epochs.", values.integer(1)
     )
     pretrained: bool = option(
         "advanced.pretrained",
@@ -281,7 +162,7 @@ class TrainingConfig:
         True,
         "Start from pretrained weights",
         "Start from Ultralytics' COCO weights; false trains from the architecture alone.",
-        _bool,
+        values.boolean,
     )
     patience: int = option(
         "advanced.patience",
@@ -289,7 +170,7 @@ class TrainingConfig:
         50,
         "Early-stopping patience",
         "Epochs without improvement before training stops.",
-        _int(0),
+        values.integer(0),
     )
     workers: int = option(
         "advanced.workers",
@@ -297,7 +178,7 @@ class TrainingConfig:
         8,
         "Data-loader workers",
         "Processes loading training images (forced to 0 on CPU).",
-        _int(0),
+        values.integer(0),
     )
     worker_runs: tuple[str, ...] = option(
         "advanced.worker_runs",
@@ -305,7 +186,7 @@ class TrainingConfig:
         (),
         "Annotation sources",
         "Only use annotations created by these worker run IDs and/or 'manual' (no worker run). Empty: all.",
-        _worker_runs,
+        values.worker_runs,
         many=True,
     )
     contrast: bool = option(
@@ -314,7 +195,7 @@ class TrainingConfig:
         False,
         "Enhance contrast",
         "Convert images to grayscale and equalise their histogram.",
-        _bool,
+        values.boolean,
     )
     max_failed_images: float = option(
         "advanced.max_failed_images",
@@ -322,7 +203,7 @@ class TrainingConfig:
         0.05,
         "Tolerated image failures",
         "Fraction of a split's images that may fail to download before the run stops.",
-        _fraction,
+        values.fraction,
     )
     confidence_threshold: float | None = option(
         "advanced.confidence_threshold",
@@ -331,7 +212,7 @@ class TrainingConfig:
         "Confidence threshold",
         "Threshold published for the inference worker, in (0, 1]. Empty: the one that maximises "
         "the page-level F1 on val (classify mode: the macro-F1 of the elements of val).",
-        _threshold,
+        values.threshold,
     )
     training_kwargs: dict = option(  # noqa: RUF009 (option() is a dataclass field)
         "advanced.training_kwargs",

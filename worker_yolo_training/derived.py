@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker_yolo_training.config import Mode
+from worker_yolo_training.config_values import IMAGE_SIZE_STRIDE
 from worker_yolo_training.dataset_shape import (
     DEFAULT_MASK_RATIO,
     IMAGE_PX_LIMIT,
@@ -32,7 +33,7 @@ MAX_DET_STEP = 100
 # Warn when this share of a class is under a limit; suggest what brings this share above it
 THIN_SHARE = 0.10
 TARGET_SHARE = 0.90
-IMAGE_SIZE_STRIDE = 32
+
 MAX_SUGGESTED_IMAGE_SIZE = 2048
 
 

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from arkindex_worker.models import DatasetSet
 
-from worker_yolo_training.config import MANUAL, Mode, TrainingConfig
+from worker_yolo_training.config import Mode, TrainingConfig
+from worker_yolo_training.config_values import MANUAL
 from worker_yolo_training.export import ClassificationInfo, Export, Page, open_export
 from worker_yolo_training.files import safe_name
 from worker_yolo_training.geometry import Skip

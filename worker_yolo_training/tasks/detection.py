@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from arkindex_worker.models import DatasetSet
 
-from worker_yolo_training.config import MANUAL, Mode, TrainingConfig
+from worker_yolo_training.config import Mode, TrainingConfig
+from worker_yolo_training.config_values import MANUAL
 from worker_yolo_training.export import Export, Page
 from worker_yolo_training.files import safe_name, write_text
 from worker_yolo_training.geometry import Label, Skip, label_line, object_labels
