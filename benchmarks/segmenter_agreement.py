@@ -8,15 +8,19 @@ used; the elements it would create are recorded), images from a loopback IIIF se
 defaults (tests/data/yolo_segmenter_configuration.json), then the model version's configuration
 (`<run>/model_version.json`), then the user's values (`--user KEY=VALUE`).
 
-Then, when `<run>/eval_<split>/pages/predictions.jsonl` exists (our page-level evaluation), it
-compares the two after applying the published `confidence_threshold` to ours: objects per element
-and class, and for each segmenter element the best polygon IoU with one of ours of the same class;
-it prints the share of segmenter elements with a counterpart at IoU >= 0.9.
+Then it compares the two on each split, after applying the published `confidence_threshold` to
+our page-level predictions (`<run>/eval_<split>/pages/predictions.jsonl`): objects per element
+and class, and for each segmenter object the best polygon IoU with one of ours of the same class;
+it prints the share of segmenter objects with a counterpart at IoU >= 0.9.
 
-    .venv/bin/python benchmarks/segmenter_agreement.py --run OUT --database EXPORT.sqlite \
-        --images IMAGES_DIR [--set test]
-    # No run yet: train one on the bundled sample first (a few minutes on 2 cores)
-    .venv/bin/python benchmarks/segmenter_agreement.py --train --run /tmp/segbench/run
+The run must have read its images from the same IIIF server rendering (segmenter_runs.py): from
+given weights, a one-epoch run that keeps them (`--from-weights`, about 2 minutes on 2 cores), or
+a training from scratch on the sample (`--train`, about 16 minutes).
+
+    .venv/bin/python benchmarks/segmenter_agreement.py --run /tmp/segbench/new-run \
+        --from-weights MODEL.pt [--set test val]
+    .venv/bin/python benchmarks/segmenter_agreement.py --run EXISTING_RUN --database EXPORT.sqlite \
+        --images IMAGES_DIR
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from shapely import make_valid  # noqa: E402
 from shapely.geometry import Polygon  # noqa: E402
 
+from benchmarks.segmenter_runs import SAMPLE_IIIF_BASE, run_from_weights, train_run  # noqa: E402
 from tests.iiif_server import IIIFServer  # noqa: E402
 from worker_yolo_training.sets import split_of  # noqa: E402
 
@@ -45,29 +50,6 @@ PACKAGE = "teklia-yolo-worker==1.4.3"
 SEGMENTER_TABLE = ROOT / "tests" / "data" / "yolo_segmenter_configuration.json"
 SAMPLE = ROOT / "worker_yolo_training" / "sample"
 AGREEMENT_IOU = 0.9
-# The nano architecture from scratch learns the sample's train pages (~18 objects each) in 60
-# epochs of 3 steps without augmentation: about 11 CPU-minutes. The agreement of two inference
-# pipelines of one model does not need a model that generalises.
-TRAIN_CONFIG = {
-    "class_names": ["text_line", "illustration"],
-    "mode": "segment",
-    "ultralytics_model_size": "v8n",
-    "image_size": 320,
-    "batch_size": 2,
-    "num_epochs": 60,
-    "advanced": {
-        "pretrained": False,
-        "patience": 1000,
-        "workers": 0,
-        "training_kwargs": {
-            **{"nbs": 2, "plots": False, "val": False, "warmup_epochs": 0},
-            **{"optimizer": "AdamW", "lr0": 0.003},
-            # No augmentation: the model memorises the pages quickly
-            **dict.fromkeys(("mosaic", "hsv_h", "hsv_s", "hsv_v", "fliplr"), 0.0),
-            **dict.fromkeys(("translate", "scale", "erasing"), 0.0),
-        },
-    },
-}
 
 DRIVER = Path(__file__).with_name("segmenter_driver.py")
 
@@ -87,29 +69,13 @@ def ensure_venv(venv: Path) -> Path:
     return python
 
 
-def train_sample(run: Path) -> float:
-    """Train on the bundled sample with our worker (local mode) into `run`; returns seconds."""
-    config = run.parent / f"{run.name}-config.json"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(json.dumps(TRAIN_CONFIG))
-    started = time.perf_counter()
-    subprocess.run(
-        [
-            str(Path(sys.executable).with_name("worker-yolo-training")),
-            *("--dev", "--database", str(SAMPLE / "export.sqlite")),
-            *("--config", str(config), "--images", str(SAMPLE / "images")),
-            *("--output", str(run)),
-        ],
-        check=True,
-    )
-    return time.perf_counter() - started
-
-
 def published_configuration(run: Path) -> dict:
     """The model version's configuration, as the worker wrote it in `<run>/model_version.json`."""
     written = run / "model_version.json"
     if not written.is_file():
-        sys.exit(f"{written} is missing: run the worker (local mode) into {run} first, or --train")
+        sys.exit(
+            f"{written} is missing: run the worker (local mode) into {run} first, or use --from-weights"
+        )
     return json.loads(written.read_text())["configuration"]
 
 
@@ -199,53 +165,6 @@ def run_segmenter(
     return json.loads(paths["output"].read_text())
 
 
-def stand_in_predictions(
-    run: Path, split: str, elements: list[dict], published: Mapping, path: Path
-) -> tuple[Path, int]:
-    """A stand-in for the page-level evaluation's predictions.jsonl, until it exists: our model
-    (this venv's Ultralytics) on our dataset's images of the split, `conf=0`, `iou=0.7`,
-    `max_det=max_detection`; mask polygons for `use_segment` classes, else box corners; then what
-    the segmenter does to points (segmenter.py lines 124-142): scaled to the element's pixels
-    (its bounding box), rounded, clamped to the element, invalid polygons dropped.
-    Returns the file and the number of invalid polygons dropped at or above the threshold."""
-    from ultralytics import YOLO
-
-    model = YOLO(str(run / "model" / "model.pt"))
-    dropped = 0
-    with path.open("w") as output:
-        for element in elements:
-            xs, ys = zip(*element["zone"]["polygon"], strict=True)
-            width, height = int(max(xs) - min(xs)), int(max(ys) - min(ys))
-            image = run / "dataset" / "images" / split / f"{element['id']}.jpg"
-            result = model.predict(
-                str(image), conf=0, iou=0.7, max_det=published["max_detection"], verbose=False
-            )[0]
-            boxes = result.boxes if result.boxes is not None else result.obb
-            sx, sy = width / result.orig_shape[1], height / result.orig_shape[0]
-            predictions = []
-            for index in range(len(boxes)):
-                name = result.names[int(boxes.cls[index])]
-                if result.masks is not None and name in published["use_segment"]:
-                    points = result.masks.xy[index].tolist()
-                elif hasattr(boxes, "xyxyxyxy"):
-                    points = boxes.xyxyxyxy[index].tolist()
-                else:
-                    x1, y1, x2, y2 = boxes.xyxy[index].tolist()
-                    points = [[x1, y1], [x2, y1], [x2, y2], [x1, y2]]
-                polygon = [
-                    [min(max(round(x * sx), 0), width), min(max(round(y * sy), 0), height)]
-                    for x, y in points
-                ]
-                confidence = float(boxes.conf[index])
-                if not Polygon(polygon).is_valid:
-                    dropped += confidence >= published["confidence_threshold"]
-                    continue
-                predictions.append({"class": name, "confidence": confidence, "polygon": polygon})
-            record = {"element": element["id"], "width": width, "height": height}
-            output.write(json.dumps({**record, "predictions": predictions}) + "\n")
-    return path, dropped
-
-
 # ------------------------------------------------------------------------- comparison
 
 
@@ -280,8 +199,10 @@ def compare(segmenter: Mapping[str, list[dict]], ours: Mapping[str, list[dict]])
     Returns counts per element and class (`{element: {class: [segmenter, ours]}}`), for each
     segmenter object its best IoU with one of ours of the same class, and the share of segmenter
     objects whose best IoU is at least 0.9; `ours_alone`: the confidences of ours without a
-    segmenter counterpart at that IoU."""
-    counts, best, ours_alone = {}, [], []
+    segmenter counterpart at that IoU; `identical`: segmenter objects for which one of ours has
+    the same class and the very same points, and `confidence_gap` the largest confidence
+    difference between such twins (the segmenter's are rounded to 2 decimals)."""
+    counts, best, ours_alone, gaps = {}, [], [], []
     for element in sorted(set(segmenter) | set(ours)):
         theirs, mine = segmenter.get(element, []), ours.get(element, [])
         per_class = defaultdict(lambda: [0, 0])
@@ -293,6 +214,10 @@ def compare(segmenter: Mapping[str, list[dict]], ours: Mapping[str, list[dict]])
         for child in theirs:
             candidates = [p["polygon"] for p in mine if p["class"] == child["type"]]
             best.append(max((polygon_iou(child["polygon"], c) for c in candidates), default=0.0))
+            twins = [
+                p for p in mine if (p["class"], p["polygon"]) == (child["type"], child["polygon"])
+            ]
+            gaps += [abs(twins[0]["confidence"] - child["confidence"])] if twins else []
         for prediction in mine:
             theirs_same = [c["polygon"] for c in theirs if c["type"] == prediction["class"]]
             if not any(polygon_iou(prediction["polygon"], c) >= AGREEMENT_IOU for c in theirs_same):
@@ -314,6 +239,8 @@ def compare(segmenter: Mapping[str, list[dict]], ours: Mapping[str, list[dict]])
         "same_count_pairs": same_counts,
         "element_class_pairs": pairs,
         "ours_alone": sorted(ours_alone),
+        "identical": len(gaps),
+        "confidence_gap": max(gaps, default=0.0),
     }
 
 
@@ -331,65 +258,45 @@ def report_segmenter(records: Mapping[str, dict]) -> None:
         )
 
 
-def main() -> None:
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="a local-mode output folder")
     parser.add_argument("--database", type=Path, default=SAMPLE / "export.sqlite")
-    parser.add_argument("--images", type=Path, default=SAMPLE / "images")
-    parser.add_argument("--set", default="test", help="split: train, val or test")
-    parser.add_argument("--train", action="store_true", help="train on the sample into --run")
+    parser.add_argument("--images", type=Path, default=SAMPLE / "images", help="served over IIIF")
+    parser.add_argument("--old-base", default=SAMPLE_IIIF_BASE, help="the export's IIIF base URL")
+    parser.add_argument("--set", nargs="+", default=["test", "val"], help="splits to compare")
+    making = parser.add_mutually_exclusive_group()
+    making.add_argument("--train", action="store_true", help="train on the sample into --run")
+    making.add_argument(
+        "--from-weights", type=Path, help="a one-epoch run into --run that keeps these weights"
+    )
     parser.add_argument("--venv", type=Path, default=Path("/tmp/segvenv"))
-    parser.add_argument(
-        "--confidence-threshold",
-        type=float,
-        default=0.25,
-        help="used when the run has no model_version.json",
-    )
     parser.add_argument("--user", nargs="*", default=[], help="user values, KEY=JSON")
-    parser.add_argument(
-        "--stand-in",
-        action="store_true",
-        help="without eval_<split>/pages/predictions.jsonl, predict with our model on our dataset",
-    )
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    python = ensure_venv(args.venv)
-    if args.train and not (args.run / "model" / "model.pt").is_file():
-        print(f"Trained on the sample in {train_sample(args.run):.0f} s", flush=True)
-    published = published_configuration(args.run)
-    user = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.user)}
-    configuration = merged_configuration(published, user)
-    print("published configuration:", json.dumps(published))
 
+def compare_split(args, python: Path, split: str, published: dict, configuration: dict) -> dict:
+    """The segmenter on one split, compared with our predictions.jsonl; prints and returns."""
     with (
         IIIFServer(images_dir=args.images, version=2) as iiif,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        elements = split_elements(args.database, args.set, iiif.base_url)
+        elements = split_elements(args.database, split, iiif.base_url)
         started = time.perf_counter()
         result = run_segmenter(python, args.run / "model", elements, configuration, Path(tmp))
         wall = time.perf_counter() - started
     records = result["elements"]
     print(
-        f"Segmenter on {len(elements)} {args.set} elements: {wall:.1f} s in all "
+        f"Segmenter on {len(elements)} {split} elements: {wall:.1f} s in all "
         f"({result['seconds']:.1f} s processing), {len(records)} elements processed"
     )
     report_segmenter(records)
-
-    ours_path = args.run / f"eval_{args.set}" / "pages" / "predictions.jsonl"
-    if not ours_path.is_file() and args.stand_in:
-        ours_path = args.run / f"stand-in-predictions-{args.set}.jsonl"
-        _, dropped = stand_in_predictions(args.run, args.set, elements, published, ours_path)
-        print(f"Compared with a stand-in for our page-level predictions: {ours_path}")
-        print(
-            f"  ({dropped} invalid polygons at or above the threshold dropped, as the segmenter does)"
-        )
+    ours_path = args.run / f"eval_{split}" / "pages" / "predictions.jsonl"
     if not ours_path.is_file():
-        print(f"No {ours_path}: nothing to compare with (run the page-level evaluation first)")
-        return
+        sys.exit(f"No {ours_path}: the run has no page-level evaluation of {split}")
     ours = read_predictions(ours_path, published["confidence_threshold"])
     theirs = {element: record["children"] for element, record in records.items()}
-    summary = compare(theirs, ours)
+    summary = {**compare(theirs, ours), "split": split, "elements": len(elements), "wall": wall}
     print(
         f"Objects: segmenter {summary['segmenter_objects']}, ours {summary['our_objects']} "
         f"(confidence >= {published['confidence_threshold']}); same count for "
@@ -397,11 +304,40 @@ def main() -> None:
     )
     print(
         f"Segmenter objects with a counterpart at IoU >= {AGREEMENT_IOU}: "
-        f"{summary['agreeing']}/{summary['segmenter_objects']} = {summary['agreement']:.2%}"
+        f"{summary['agreeing']}/{summary['segmenter_objects']} = {summary['agreement']:.2%}; "
+        f"identical (class and points): {summary['identical']}, largest confidence gap "
+        f"between twins {summary['confidence_gap']:.4f}"
     )
     below = sorted(round(iou, 3) for iou in summary["best_iou"] if iou < AGREEMENT_IOU)
     print(f"Segmenter objects under IoU {AGREEMENT_IOU}, their best IoU: {below}")
     print(f"Ours without a segmenter counterpart, by confidence: {summary['ours_alone']}")
+    return summary
+
+
+def main() -> None:
+    args = parse_arguments()
+    python = ensure_venv(args.venv)
+    making = (train_run, ()) if args.train else (run_from_weights, (args.from_weights,))
+    if args.train or args.from_weights:
+        function, first = making
+        seconds = function(*first, args.run, args.database, args.images, old_base=args.old_base)
+        print(f"Worker run into {args.run}: {seconds:.0f} s", flush=True)
+    published = published_configuration(args.run)
+    user = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.user)}
+    configuration = merged_configuration(published, user)
+    print("published configuration:", json.dumps(published))
+    summaries = [compare_split(args, python, split, published, configuration) for split in args.set]
+    print(
+        "\n| split | elements | segmenter objects | ours | same count | at IoU >= 0.9 | "
+        "identical | confidence gap | segmenter wall s |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    for s in summaries:
+        print(
+            f"| {s['split']} | {s['elements']} | {s['segmenter_objects']} | {s['our_objects']} | "
+            f"{s['same_count_pairs']}/{s['element_class_pairs']} | "
+            f"{s['agreeing']}/{s['segmenter_objects']} ({s['agreement']:.1%}) | "
+            f"{s['identical']} | {s['confidence_gap']:.4f} | {s['wall']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

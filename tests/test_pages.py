@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from urllib.request import urlopen
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 
 from tests.helpers import SAMPLE, box_points, element_truth
+from tests.iiif_server import IIIFServer
 from worker_yolo_training.pages import (
     Prediction,
     evaluate_pages,
@@ -297,6 +299,40 @@ def test_segmenter_image_is_the_jpeg_reencoding(tmp_path):
     assert image.shape == (20, 30, 3)
     with pytest.raises(ValueError, match=r"missing\.jpg"):
         segmenter_image(tmp_path / "missing.jpg")
+
+
+def test_segmenter_image_is_what_base_worker_and_teklia_yolo_make_of_the_download(tmp_path):
+    """The segmenter's image: base-worker's real `open_image_tempfile` on a loopback IIIF server
+    (Pillow re-encodes the download), then teklia-yolo's `preprocess_image` (cv2 read and write);
+    ours starts from the server's bytes of the same rendering."""
+    import cv2
+    from arkindex_worker.models import Element
+
+    served = tmp_path / "served"
+    served.mkdir()
+    page = Image.open(next((SAMPLE / "images").glob("*.jpg")))
+    page.save(served / "page.jpg", quality=95)
+    with IIIFServer(images_dir=served, version=2) as iiif:
+        url = iiif.url_for("page")
+        image = {"id": "page", "url": url, "width": page.width, "height": page.height,
+                 "server": {"url": iiif.base_url, "version": 2, "max_width": None,
+                            "max_height": None}}  # fmt: skip
+        polygon = [[20, 14], [20, 626], [460, 626], [460, 14], [20, 14]]
+        zone = {
+            "polygon": polygon,
+            "url": f"{url}/20,14,440,612/full/0/default.jpg",
+            "image": image,
+        }
+        element = Element({"id": "e", "zone": zone, "rotation_angle": 0, "mirrored": False})
+        with element.open_image_tempfile(max_width=320, max_height=320) as downloaded:
+            preprocessed = str(tmp_path / "preprocessed.jpg")
+            cv2.imwrite(preprocessed, cv2.imread(downloaded.name))
+            expected = cv2.imread(preprocessed)
+        # What our worker downloads and keeps as received: the same rendering, asked by size
+        ours = tmp_path / "ours.jpg"
+        ours.write_bytes(urlopen(f"{url}/20,14,440,612/230,320/0/default.jpg").read())
+    assert expected.shape == (320, 230, 3)
+    assert np.array_equal(segmenter_image(ours), expected)
 
 
 def split_result() -> dict:

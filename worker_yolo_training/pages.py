@@ -4,9 +4,10 @@ the annotations.
 Every step reproduces `teklia-yolo-worker==1.4.3` (`worker_yolo/worker.py`, `YOLOWorker.load_image`,
 and `worker_yolo/segmenter.py`, `YOLOSegmenter.process_image`), cited where it happens:
 
-1. the element image (oriented crop, longest side at most `thumbnail_size`) goes through
-   teklia-yolo's `preprocess_image` without contrast: `cv2.imread` then `cv2.imwrite`, a JPEG
-   re-encoding (`segmenter_image`);
+1. the element image (oriented crop, longest side at most `thumbnail_size`) is written by Pillow
+   as base-worker's `Element.open_image_tempfile` writes it, then goes through teklia-yolo's
+   `preprocess_image` without contrast: `cv2.imread` then `cv2.imwrite`, two JPEG re-encodings
+   (`segmenter_image`);
 2. the model predicts with the checkpoint's `imgsz`, one image per call, `iou` and `max_det` as
    published (the segmenter passes `conf=0`; `PREDICTION_CONFIDENCE` is used here: see there);
 3. each prediction gives the mask polygon for a class in `use_segment`, else its box (the oriented
@@ -22,6 +23,7 @@ threshold is calibrated on val (`calibrate`), and figures are computed per split
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from shapely import minimum_rotated_rectangle
 from shapely.geometry import Polygon
 
@@ -78,15 +81,24 @@ class Prediction:
 
 
 def segmenter_image(path: Path) -> np.ndarray:
-    """The BGR array the segmenter predicts on: teklia-yolo's `preprocess_image` (contrast off,
-    no rotation) reads the downloaded image with `cv2.imread` and writes it with `cv2.imwrite` to a
-    `.jpg` file, which Ultralytics then reads back: one JPEG re-encoding at OpenCV's default quality."""
+    """The BGR array the segmenter predicts on, from the image as the IIIF server sent it.
+
+    Two JPEG re-encodings, as in the segmenter: base-worker's `Element.open_image_tempfile` opens
+    the download with Pillow (`open_image`: converted to RGB) and saves it to a temporary file
+    with `format="jpeg"`, i.e. Pillow's default quality 75; teklia-yolo's `preprocess_image`
+    (contrast off, no rotation) reads that with `cv2.imread` and writes it with `cv2.imwrite` to a
+    `.jpg` file (OpenCV's default quality 95), which Ultralytics reads back. Skipping the first
+    one moves confidences by up to 0.015 and mask edges by a pixel (benchmarks/README.md)."""
     import cv2
 
-    image = cv2.imread(str(path))
-    if image is None:
-        raise ValueError(f"Cannot read the element image {path}")
-    encoded = cv2.imencode(".jpg", image)[1]
+    try:
+        with Image.open(path) as image:
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, format="jpeg")
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Cannot read the element image {path} ({error})") from error
+    decoded = cv2.imdecode(np.frombuffer(buffer.getvalue(), np.uint8), cv2.IMREAD_COLOR)
+    encoded = cv2.imencode(".jpg", decoded)[1]
     return cv2.imdecode(encoded, cv2.IMREAD_COLOR)
 
 
