@@ -182,6 +182,7 @@ def test_agreement_comparison_on_a_fake_predictions_file(tmp_path):
     }
     assert summary["best_iou"] == pytest.approx([1.0, 9 / 11, 0.0])
     assert (summary["agreeing"], summary["segmenter_objects"], summary["our_objects"]) == (1, 3, 2)
+    assert (summary["identical"], summary["confidence_gap"]) == (1, 0.0)
     assert summary["agreement"] == pytest.approx(1 / 3)
     assert (summary["same_count_pairs"], summary["element_class_pairs"]) == (1, 2)
     # The second of ours has no segmenter counterpart (the shifted line matches the first)
