@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 from arkindex_export import (
+    Classification,
     Dataset,
     DatasetElement,
     Element,
@@ -113,6 +114,22 @@ class ExportBuilder:
         DatasetElement.create(
             id=new_id(), dataset=dataset_id, set_name=set_name, element=element_id
         )
+
+    def classification(
+        self,
+        element_id: str,
+        class_name: str,
+        confidence: float = 1.0,
+        worker_run: str | None = None,
+    ) -> str:
+        """A classification of an element: manual when `worker_run` is None."""
+        return Classification.create(
+            id=new_id(),
+            element=element_id,
+            class_name=class_name,
+            confidence=confidence,
+            worker_run=worker_run,
+        ).id
 
     def close(self) -> None:
         export_database.close()
