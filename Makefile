@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SAMPLE := worker_yolo_training/sample
 DEMO_OUTPUT ?= demo-output
 
-.PHONY: demo test lint sample manifests production-demo gpu-wheels gpu-bench clean
+.PHONY: demo demo-classify test lint sample manifests production-demo gpu-wheels gpu-bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ demo: $(BIN)/.installed
 		--config $(SAMPLE)/config.yml \
 		--images $(SAMPLE)/images \
 		--output $(DEMO_OUTPUT)
+
+# The classify mode on the same sample (its pages' classifications)
+demo-classify: $(BIN)/.installed
+	$(BIN)/worker-yolo-training --dev \
+		--database $(SAMPLE)/export.sqlite \
+		--config $(SAMPLE)/config-classify.yml \
+		--images $(SAMPLE)/images \
+		--output $(DEMO_OUTPUT)-classify
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
@@ -47,4 +55,4 @@ gpu-bench:
 	$(PYTHON) benchmarks/gpu.py
 
 clean:
-	rm -rf $(DEMO_OUTPUT) .pytest_cache
+	rm -rf $(DEMO_OUTPUT) $(DEMO_OUTPUT)-classify .pytest_cache

@@ -134,7 +134,8 @@ def test_sample_end_to_end(tmp_path):
     assert list(model.names.values()) == ["text_line", "illustration"]
     assert model.task == "segment"
     image = next((output / "dataset" / "images" / "test").glob("*.jpg"))
-    assert len(model.predict(str(image), imgsz=320, device="cpu", verbose=False)) == 1
+    size = sample_config["image_size"]
+    assert len(model.predict(str(image), imgsz=size, device="cpu", verbose=False)) == 1
 
     with tarfile.open(fileobj=zstandard.open(output / "results.tar.zst", "rb"), mode="r|") as tar:
         names = tar.getnames()
@@ -183,14 +184,22 @@ def test_sample_end_to_end(tmp_path):
     assert evaluation.index("| Predictions | Matches |") < evaluation.index("| Box precision |")
     # The report holds what Ultralytics' own validator computes
     own = model.val(
-        data=str(output / "dataset" / "data.yaml"), split="val", imgsz=320, batch=4,
+        data=str(output / "dataset" / "data.yaml"), split="val", imgsz=size, batch=4,
         device="cpu", plots=False, verbose=False, project=str(tmp_path), name="check",
     )  # fmt: skip
     assert metrics["val"]["all"]["box"]["mAP50-95"] == round(float(own.box.map), 5)
     assert metrics["val"]["all"]["mask"]["mAP50"] == round(float(own.seg.map50), 5)
-    assert metrics["val"]["all"]["instances"] == int(own.nt_per_class.sum()) == 40
-    assert metrics["val"]["classes"]["illustration"]["instances"] == int(own.nt_per_class[1]) == 2
-    assert "| val | illustration | 2 | 2 |" in (output / "evaluation.md").read_text()
+    # Against the extraction's own counts (the sample's dev set: 5 pages, 33 lines, 6 pictures)
+    extracted = json.loads((output / "dataset" / "summary.json").read_text())["splits"]["val"]
+    lines, pictures = extracted["objects"]["text_line"], extracted["objects"]["illustration"]
+    assert (lines, pictures) == (33, 6)
+    assert metrics["val"]["all"]["instances"] == int(own.nt_per_class.sum()) == lines + pictures
+    assert metrics["val"]["classes"]["illustration"]["instances"] == int(own.nt_per_class[1])
+    images_with = metrics["val"]["classes"]["illustration"]["images"]
+    assert (
+        f"| val | illustration | {images_with} | {pictures} |"
+        in (output / "evaluation.md").read_text()
+    )
     for split in metrics.values():
         assert set(split["all"]) >= {"images", "instances", "box", "mask"}
         assert set(split["classes"]) == {"text_line", "illustration"}

@@ -71,7 +71,7 @@ def test_model_version(trained):
     metrics = json.loads(results["metrics.json"])
     # Only the YOLO segmenter's keys (tests/test_segmenter_contract.py checks their values)
     assert version.body["configuration"] == {
-        "thumbnail_size": 320,
+        "thumbnail_size": 256,
         "use_segment": CLASS_NAMES,
         "confidence_threshold": metrics["pages"]["val"]["confidence_threshold"],
         "max_detection": 300,
@@ -128,9 +128,9 @@ def test_results_archive_is_the_only_artifact(trained):
     assert "training/results.csv" in members and "training/args.yaml" in members
     metrics = json.loads(members["metrics.json"])
     assert {split: metrics[split]["all"]["images"] for split in SPLITS} == {
-        "train": 6,
-        "val": 2,
-        "test": 2,
+        "train": 24,
+        "val": 5,
+        "test": 5,
     }
     # Scratch folders beside the work dir are gone once the version is published
     data_dir = trained.fake.data_dir
@@ -302,3 +302,24 @@ def test_bootstrap_uploads_results_as_artifact(tmp_path):
         assert request.body["size"] == len(archive)
         assert fake.artifact_bytes("results.tar.zst") == archive
         assert "Local environment has already been setup" not in run.output
+
+
+def test_classify_publication(tmp_path):
+    """Classify mode, published as Teklia's YOLO classifier reads it."""
+    overrides = {
+        "mode": "classify",
+        "class_names": ["text", "illustrated", "blank"],
+        "image_size": 128,
+        "advanced.training_kwargs": {"nbs": "4"},
+    }
+    with training_task(tmp_path / "task", overrides) as task:
+        task.run().check()
+        (version,) = task.fake.created_model_versions()
+        results = tar_zst_members((task.work_dir / "results.tar.zst").read_bytes())
+    metrics = json.loads(results["metrics.json"])
+    assert version.body["configuration"] == {
+        "thumbnail_size": 128,
+        "confidence_threshold": metrics["pages"]["val"]["confidence_threshold"],
+    }
+    assert "Confusion matrix of val" in version.body["description"]
+    assert {"top1", "top5"} <= set(metrics["val"]["all"]) and "confusion_matrix" in metrics["val"]
