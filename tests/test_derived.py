@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from worker_yolo_training.config import Mode
+from worker_yolo_training.config import Mode, TrainingConfig
 from worker_yolo_training.dataset_shape import DatasetShape, Histogram
 from worker_yolo_training.derived import derive, sizes_table
 from worker_yolo_training.geometry import Label
@@ -196,3 +196,31 @@ def test_sizes_table_has_a_row_per_split_and_class():
         ["| train", "main_zone"], ["| train", "text_line"],
         ["| val", "main_zone"], ["| val", "text_line"],
     ]  # fmt: skip
+
+
+def test_a_dense_page_raises_the_published_max_detection(tmp_path):
+    """The derived max_det is what the model version publishes as the segmenter's max_detection."""
+    import json
+
+    from worker_yolo_training.dataset import ExtractedDataset, SplitReport
+    from worker_yolo_training.layout import RunLayout
+    from worker_yolo_training.pipeline import Evaluation, model_version
+    from worker_yolo_training.tasks import task_for
+
+    config = TrainingConfig(class_names=("text_line",), mode=Mode.BBox)
+    shape = DatasetShape(config.mode, config.class_names)
+    dense = [("text_line", box(0.5, (i + 0.5) / 412, 0.9, 0.5 / 412)) for i in range(412)]
+    shape.add_element("train", "dense-page", dense, (640, 640))
+    derivation = derive(shape, config.image_size, config.training_kwargs)
+    reports = {split: SplitReport(elements=1, images=1) for split in ("train", "val", "test")}
+    summary = {"splits": {split: r.as_dict(config.class_names) for split, r in reports.items()}}
+    dataset = ExtractedDataset(tmp_path, tmp_path / "data.yaml", reports, summary, derivation)
+    pages = {"val": {"confidence_threshold": 0.4}}
+    evaluation = Evaluation(tmp_path / "best.pt", {"pages": pages}, "page table", "", "map table")
+    version = model_version(
+        config, task_for(config.mode), "yolov8m.pt", dataset, evaluation, RunLayout(tmp_path)
+    )
+    assert version.configuration["max_detection"] == 500 == derivation.val["max_det"]
+    assert "dense-page holds 412 objects" in version.description
+    written = json.loads((tmp_path / "model_version.json").read_text())
+    assert written == {"configuration": version.configuration, "description": version.description}
