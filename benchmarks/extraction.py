@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -79,6 +80,7 @@ class RunResult:
     extractor: str
     latency_ms: float
     status: str  # ok, failed (rc), n/a, timeout
+    round: int = 1
     returncode: int | None = None
     wall_s: float | None = None
     cpu_s: float | None = None
@@ -291,6 +293,7 @@ def _fmt(value, spec: str = ".2f") -> str:
 def print_table(results: list[RunResult]) -> None:
     header = [
         "latency",
+        "round",
         "extractor",
         "status",
         "wall s",
@@ -307,6 +310,7 @@ def print_table(results: list[RunResult]) -> None:
         rows.append(
             [
                 f"{r.latency_ms:g}ms",
+                str(r.round),
                 r.extractor,
                 r.status,
                 _fmt(r.wall_s),
@@ -327,14 +331,14 @@ def print_table(results: list[RunResult]) -> None:
 
 
 def print_ratios(results: list[RunResult]) -> None:
-    by_key = {(r.latency_ms, r.extractor): r for r in results}
+    by_key = {(r.latency_ms, r.round, r.extractor): r for r in results}
     lines = []
-    for latency in sorted({r.latency_ms for r in results}):
-        ref = by_key.get((latency, "ref"))
+    for latency, round_ in sorted({(r.latency_ms, r.round) for r in results}):
+        ref = by_key.get((latency, round_, "ref"))
         if ref is None or ref.status != "ok":
             continue
-        for name in ("ours-cold", "ours-warm", "ref-warm"):
-            other = by_key.get((latency, name))
+        for name in ("ours-cold", "ours-warm", "ref-warm", "base-cold", "base-warm"):
+            other = by_key.get((latency, round_, name))
             if other is None:
                 continue
             parts = []
@@ -348,7 +352,16 @@ def print_ratios(results: list[RunResult]) -> None:
                 a, b = getattr(other, attr), getattr(ref, attr)
                 ratio = "n/a" if other.status != "ok" or a is None or not b else f"{a / b:.2f}x"
                 parts.append(f"{label} {ratio}")
-            lines.append(f"{latency:g}ms {name}/ref: " + ", ".join(parts))
+            lines.append(f"{latency:g}ms round {round_} {name}/ref: " + ", ".join(parts))
+    for latency, round_ in sorted({(r.latency_ms, r.round) for r in results}):
+        for kind in ("ours", "base"):
+            cold = by_key.get((latency, round_, f"{kind}-cold"))
+            warm = by_key.get((latency, round_, f"{kind}-warm"))
+            if cold and warm and cold.status == warm.status == "ok":
+                lines.append(
+                    f"{latency:g}ms round {round_} {kind}-warm/{kind}-cold: "
+                    f"wall {warm.wall_s / cold.wall_s:.2f}x, cpu {warm.cpu_s / cold.cpu_s:.2f}x"
+                )
     if lines:
         print("\nRatios (lower is better):")
         print("\n".join(lines))
@@ -370,11 +383,20 @@ def main() -> int:
         "--extractors",
         nargs="+",
         default=["ref", "ours-cold", "ours-warm"],
-        choices=["ref", "ref-warm", "ours-cold", "ours-warm"],
+        choices=["ref", "ref-warm", "ours-cold", "ours-warm", "base-cold", "base-warm"],
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="Run the extractors this many times, in turn"
     )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/yolo-extraction-bench"))
     parser.add_argument("--ref-venv", type=Path, default=Path("/tmp/refvenv"))
     parser.add_argument("--ours-bin", type=Path, default=REPO / ".venv/bin/worker-yolo-training")
+    parser.add_argument(
+        "--base-bin",
+        type=Path,
+        help="Another build of worker-yolo-training (e.g. before a change), run as base-cold "
+        "and base-warm exactly as ours",
+    )
     parser.add_argument(
         "--ours-config", type=Path, help="Use this config instead of a generated one"
     )
@@ -439,12 +461,14 @@ def main() -> int:
                 *CLASSES,
             ]
             return cmd, lat_dir / "ref", output, env
-        output = lat_dir / "ours" / "output"
-        env["XDG_CACHE_HOME"] = str(lat_dir / "ours" / "xdg-cache")
-        if not ours_available:
-            return None, lat_dir / "ours", output, env
+        kind = name.split("-")[0]  # ours or base
+        binary = args.base_bin if kind == "base" else args.ours_bin
+        output = lat_dir / kind / "output"
+        env["XDG_CACHE_HOME"] = str(lat_dir / kind / "xdg-cache")
+        if binary is None or not binary.exists():
+            return None, lat_dir / kind, output, env
         cmd = [
-            str(args.ours_bin),
+            str(binary),
             "--dev",
             "--database",
             str(export),
@@ -454,10 +478,10 @@ def main() -> int:
             str(output),
             "--extract-only",
             "--cache-dir",
-            str(lat_dir / "ours" / "cache"),
+            str(lat_dir / kind / "cache"),
             *args.ours_arg,
         ]
-        return cmd, lat_dir / "ours", output, env
+        return cmd, lat_dir / kind, output, env
 
     results: list[RunResult] = []
     with IIIFServer(
@@ -472,9 +496,12 @@ def main() -> int:
             # asks for in its response cache: timed runs then cost the server ~no CPU,
             # as with a remote IIIF server, instead of competing for this machine's cores.
             prime_dir = workdir / "runs" / "prime"
-            for name in dict.fromkeys(
-                n.replace("-warm", "-cold").replace("ref-cold", "ref") for n in args.extractors
-            ):
+            # base asks for the same URLs as ours: priming one of them is enough
+            primed_names = dict.fromkeys(
+                n.replace("-warm", "-cold").replace("ref-cold", "ref").replace("base", "ours")
+                for n in args.extractors
+            )
+            for name in primed_names:
                 shutil.rmtree(prime_dir, ignore_errors=True)
                 cmd, run_dir, output, env = command(name, prime_dir)
                 if cmd is None:
@@ -493,13 +520,15 @@ def main() -> int:
                 )
                 print(f"[prime] {name}: {primed.status} in {primed.wall_s:.2f}s", flush=True)
             shutil.rmtree(prime_dir, ignore_errors=True)
-        for latency in args.latency_ms:
+        for latency, round_ in itertools.product(args.latency_ms, range(1, args.repeat + 1)):
             server.latency_ms = latency
             lat_dir = workdir / "runs" / f"{args.pages}p-{latency:g}ms"
+            if args.repeat > 1:
+                lat_dir = lat_dir / f"round{round_}"
             shutil.rmtree(lat_dir, ignore_errors=True)
             for name in args.extractors:
                 cmd, run_dir, output, env = command(name, lat_dir)
-                print(f"[{latency:g} ms] {name} ...", flush=True)
+                print(f"[{latency:g} ms, round {round_}] {name} ...", flush=True)
                 result = run_extractor(
                     name,
                     cmd,
@@ -511,8 +540,9 @@ def main() -> int:
                     env=env,
                     timeout=args.timeout,
                 )
+                result.round = round_
                 print(
-                    f"[{latency:g} ms] {name}: {result.status}"
+                    f"[{latency:g} ms, round {round_}] {name}: {result.status}"
                     + (f" in {result.wall_s:.2f}s (log {result.log})" if result.wall_s else ""),
                     flush=True,
                 )
