@@ -18,11 +18,15 @@ Extractors:
 * ``ref-warm``: the reference again on the same output (it skips existing images);
 * ``ours-cold``: ``worker-yolo-training --dev --database EXPORT --config CONFIG.yml
   --output DIR --extract-only`` on an empty output folder and cache;
-* ``ours-warm``: the same command again, same output folder and cache.
+* ``ours-warm``: the same command again, same output folder and cache;
+* ``base-cold``, ``base-warm``: the same two runs with another build (``--base-bin``, e.g. the
+  code before a change), against the same server, so that both builds meet the same load.
 
-An extractor whose program is missing is reported as ``n/a``.
+An extractor whose program is missing is reported as ``n/a``. ``--repeat N`` runs the
+extractors N times in turn (each round in its own folder): this machine's timings vary.
 
     .venv/bin/python benchmarks/extraction.py --pages 200 --latency-ms 0 100
+    .venv/bin/python benchmarks/extraction.py --lines-per-page 65 --repeat 2  # 66,000 objects
 """
 
 from __future__ import annotations
