@@ -18,17 +18,22 @@ Extractors:
 * ``ref-warm``: the reference again on the same output (it skips existing images);
 * ``ours-cold``: ``worker-yolo-training --dev --database EXPORT --config CONFIG.yml
   --output DIR --extract-only`` on an empty output folder and cache;
-* ``ours-warm``: the same command again, same output folder and cache.
+* ``ours-warm``: the same command again, same output folder and cache;
+* ``base-cold``, ``base-warm``: the same two runs with another build (``--base-bin``, e.g. the
+  code before a change), against the same server, so that both builds meet the same load.
 
-An extractor whose program is missing is reported as ``n/a``.
+An extractor whose program is missing is reported as ``n/a``. ``--repeat N`` runs the
+extractors N times in turn (each round in its own folder): this machine's timings vary.
 
     .venv/bin/python benchmarks/extraction.py --pages 200 --latency-ms 0 100
+    .venv/bin/python benchmarks/extraction.py --lines-per-page 65 --repeat 2  # 66,000 objects
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -79,6 +84,7 @@ class RunResult:
     extractor: str
     latency_ms: float
     status: str  # ok, failed (rc), n/a, timeout
+    round: int = 1
     returncode: int | None = None
     wall_s: float | None = None
     cpu_s: float | None = None
@@ -113,20 +119,27 @@ def ensure_ref_venv(venv: Path) -> Path:
     return python
 
 
-def ensure_export(workdir: Path, pages: int, seed: int, regenerate: bool) -> dict:
-    """Generate the export once per (pages, seed); its metadata is kept beside it."""
-    folder = workdir / f"export-{pages}-seed{seed}"
+def ensure_export(
+    workdir: Path, pages: int, seed: int, regenerate: bool, lines_per_page: int = 10
+) -> dict:
+    """Generate the export once per (pages, seed, lines per page); its metadata is kept beside
+    it."""
+    lines = "" if lines_per_page == 10 else f"-{lines_per_page}lines"
+    folder = workdir / f"export-{pages}{lines}-seed{seed}"
     meta_path = folder / "meta.json"
     if meta_path.exists() and not regenerate:
         return json.loads(meta_path.read_text())
     shutil.rmtree(folder, ignore_errors=True)
     start = time.perf_counter()
-    result = generate(folder / "export.sqlite", pages, folder / "images", seed=seed)
+    result = generate(
+        folder / "export.sqlite", pages, folder / "images", seed=seed, lines_per_page=lines_per_page
+    )
     meta = {
         "path": str(result.path),
         "images_dir": str(result.images_dir),
         "dataset_id": result.dataset_id,
         "pages": pages,
+        "lines_per_page": lines_per_page,
         "pages_by_set": {k: len(v) for k, v in result.pages_by_set.items()},
     }
     meta_path.write_text(json.dumps(meta, indent=2))
@@ -284,6 +297,7 @@ def _fmt(value, spec: str = ".2f") -> str:
 def print_table(results: list[RunResult]) -> None:
     header = [
         "latency",
+        "round",
         "extractor",
         "status",
         "wall s",
@@ -300,6 +314,7 @@ def print_table(results: list[RunResult]) -> None:
         rows.append(
             [
                 f"{r.latency_ms:g}ms",
+                str(r.round),
                 r.extractor,
                 r.status,
                 _fmt(r.wall_s),
@@ -320,14 +335,14 @@ def print_table(results: list[RunResult]) -> None:
 
 
 def print_ratios(results: list[RunResult]) -> None:
-    by_key = {(r.latency_ms, r.extractor): r for r in results}
+    by_key = {(r.latency_ms, r.round, r.extractor): r for r in results}
     lines = []
-    for latency in sorted({r.latency_ms for r in results}):
-        ref = by_key.get((latency, "ref"))
+    for latency, round_ in sorted({(r.latency_ms, r.round) for r in results}):
+        ref = by_key.get((latency, round_, "ref"))
         if ref is None or ref.status != "ok":
             continue
-        for name in ("ours-cold", "ours-warm", "ref-warm"):
-            other = by_key.get((latency, name))
+        for name in ("ours-cold", "ours-warm", "ref-warm", "base-cold", "base-warm"):
+            other = by_key.get((latency, round_, name))
             if other is None:
                 continue
             parts = []
@@ -341,7 +356,16 @@ def print_ratios(results: list[RunResult]) -> None:
                 a, b = getattr(other, attr), getattr(ref, attr)
                 ratio = "n/a" if other.status != "ok" or a is None or not b else f"{a / b:.2f}x"
                 parts.append(f"{label} {ratio}")
-            lines.append(f"{latency:g}ms {name}/ref: " + ", ".join(parts))
+            lines.append(f"{latency:g}ms round {round_} {name}/ref: " + ", ".join(parts))
+    for latency, round_ in sorted({(r.latency_ms, r.round) for r in results}):
+        for kind in ("ours", "base"):
+            cold = by_key.get((latency, round_, f"{kind}-cold"))
+            warm = by_key.get((latency, round_, f"{kind}-warm"))
+            if cold and warm and cold.status == warm.status == "ok":
+                lines.append(
+                    f"{latency:g}ms round {round_} {kind}-warm/{kind}-cold: "
+                    f"wall {warm.wall_s / cold.wall_s:.2f}x, cpu {warm.cpu_s / cold.cpu_s:.2f}x"
+                )
     if lines:
         print("\nRatios (lower is better):")
         print("\n".join(lines))
@@ -353,14 +377,30 @@ def main() -> int:
     parser.add_argument("--pages", type=int, default=1000)
     parser.add_argument("--latency-ms", type=float, nargs="+", default=[0.0])
     parser.add_argument(
+        "--lines-per-page",
+        type=int,
+        default=10,
+        help="text_line objects per page, besides its illustration (65: 66,000 objects in 1000 "
+        "pages)",
+    )
+    parser.add_argument(
         "--extractors",
         nargs="+",
         default=["ref", "ours-cold", "ours-warm"],
-        choices=["ref", "ref-warm", "ours-cold", "ours-warm"],
+        choices=["ref", "ref-warm", "ours-cold", "ours-warm", "base-cold", "base-warm"],
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="Run the extractors this many times, in turn"
     )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/yolo-extraction-bench"))
     parser.add_argument("--ref-venv", type=Path, default=Path("/tmp/refvenv"))
     parser.add_argument("--ours-bin", type=Path, default=REPO / ".venv/bin/worker-yolo-training")
+    parser.add_argument(
+        "--base-bin",
+        type=Path,
+        help="Another build of worker-yolo-training (e.g. before a change), run as base-cold "
+        "and base-warm exactly as ours",
+    )
     parser.add_argument(
         "--ours-config", type=Path, help="Use this config instead of a generated one"
     )
@@ -387,7 +427,7 @@ def main() -> int:
 
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    meta = ensure_export(workdir, args.pages, args.seed, args.regenerate)
+    meta = ensure_export(workdir, args.pages, args.seed, args.regenerate, args.lines_per_page)
     export = Path(meta["path"])
     ref_python = (
         ensure_ref_venv(args.ref_venv) if {"ref", "ref-warm"} & set(args.extractors) else None
@@ -425,12 +465,14 @@ def main() -> int:
                 *CLASSES,
             ]
             return cmd, lat_dir / "ref", output, env
-        output = lat_dir / "ours" / "output"
-        env["XDG_CACHE_HOME"] = str(lat_dir / "ours" / "xdg-cache")
-        if not ours_available:
-            return None, lat_dir / "ours", output, env
+        kind = name.split("-")[0]  # ours or base
+        binary = args.base_bin if kind == "base" else args.ours_bin
+        output = lat_dir / kind / "output"
+        env["XDG_CACHE_HOME"] = str(lat_dir / kind / "xdg-cache")
+        if binary is None or not binary.exists():
+            return None, lat_dir / kind, output, env
         cmd = [
-            str(args.ours_bin),
+            str(binary),
             "--dev",
             "--database",
             str(export),
@@ -440,10 +482,10 @@ def main() -> int:
             str(output),
             "--extract-only",
             "--cache-dir",
-            str(lat_dir / "ours" / "cache"),
+            str(lat_dir / kind / "cache"),
             *args.ours_arg,
         ]
-        return cmd, lat_dir / "ours", output, env
+        return cmd, lat_dir / kind, output, env
 
     results: list[RunResult] = []
     with IIIFServer(
@@ -458,9 +500,12 @@ def main() -> int:
             # asks for in its response cache: timed runs then cost the server ~no CPU,
             # as with a remote IIIF server, instead of competing for this machine's cores.
             prime_dir = workdir / "runs" / "prime"
-            for name in dict.fromkeys(
-                n.replace("-warm", "-cold").replace("ref-cold", "ref") for n in args.extractors
-            ):
+            # base asks for the same URLs as ours: priming one of them is enough
+            primed_names = dict.fromkeys(
+                n.replace("-warm", "-cold").replace("ref-cold", "ref").replace("base", "ours")
+                for n in args.extractors
+            )
+            for name in primed_names:
                 shutil.rmtree(prime_dir, ignore_errors=True)
                 cmd, run_dir, output, env = command(name, prime_dir)
                 if cmd is None:
@@ -479,13 +524,15 @@ def main() -> int:
                 )
                 print(f"[prime] {name}: {primed.status} in {primed.wall_s:.2f}s", flush=True)
             shutil.rmtree(prime_dir, ignore_errors=True)
-        for latency in args.latency_ms:
+        for latency, round_ in itertools.product(args.latency_ms, range(1, args.repeat + 1)):
             server.latency_ms = latency
             lat_dir = workdir / "runs" / f"{args.pages}p-{latency:g}ms"
+            if args.repeat > 1:
+                lat_dir = lat_dir / f"round{round_}"
             shutil.rmtree(lat_dir, ignore_errors=True)
             for name in args.extractors:
                 cmd, run_dir, output, env = command(name, lat_dir)
-                print(f"[{latency:g} ms] {name} ...", flush=True)
+                print(f"[{latency:g} ms, round {round_}] {name} ...", flush=True)
                 result = run_extractor(
                     name,
                     cmd,
@@ -497,14 +544,19 @@ def main() -> int:
                     env=env,
                     timeout=args.timeout,
                 )
+                result.round = round_
                 print(
-                    f"[{latency:g} ms] {name}: {result.status}"
+                    f"[{latency:g} ms, round {round_}] {name}: {result.status}"
                     + (f" in {result.wall_s:.2f}s (log {result.log})" if result.wall_s else ""),
                     flush=True,
                 )
                 results.append(result)
 
-    print(f"\n{args.pages} pages, image size {args.image_size}, {os.cpu_count()} CPUs")
+    objects = args.pages * (args.lines_per_page + 1)
+    print(
+        f"\n{args.pages} pages, {objects} objects, image size {args.image_size}, "
+        f"{os.cpu_count()} CPUs"
+    )
     print_table(results)
     print_ratios(results)
     if args.json:

@@ -1,5 +1,7 @@
 """Reading exports: descendants at any depth, each once, in a bounded number of statements."""
 
+import sqlite3
+
 import pytest
 from arkindex_export import database
 
@@ -64,3 +66,28 @@ def test_statements_do_not_grow_with_pages(tmp_path, pages):
     statements, read = count_statements(builder.path, dataset, "train")
     assert read == pages
     assert statements == 2
+
+
+def test_descendant_text_stored_as_blobs_reads_as_text(builder):
+    # Descendants are read from the SQLite cursor, not through peewee: a BLOB in a text column (a
+    # hand-made export) must still read as peewee's text fields read it
+    image = builder.image(100, 100)
+    dataset = builder.dataset()
+    page = builder.element("page", rectangle(0, 0, 100, 100), image)
+    line = builder.element("text_line", rectangle(10, 10, 50, 20), image, parents=(page,))
+    builder.add_to_set(dataset, "train", page)
+    builder.close()
+    with sqlite3.connect(builder.path) as connection:
+        connection.execute(
+            "UPDATE element SET type = CAST(type AS BLOB), polygon = CAST(polygon AS BLOB), "
+            "image_id = CAST(image_id AS BLOB) WHERE id = ?",
+            (line,),
+        )
+        (stored,) = connection.execute("SELECT typeof(polygon) FROM element WHERE id = ?", (line,))
+        assert stored == ("blob",)
+    connection.close()
+    with export.open_export(builder.path) as opened:
+        (read,) = opened.iter_pages(dataset, "train")
+    (child,) = read.children
+    assert (child.id, child.type, child.image_id) == (line, "text_line", image.id)
+    assert child.polygon == rectangle(10, 10, 50, 20)

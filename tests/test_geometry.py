@@ -18,6 +18,7 @@ from worker_yolo_training.geometry import (
     label_line,
     object_label,
     object_labels,
+    oriented_labels,
 )
 from worker_yolo_training.images import orient
 
@@ -239,3 +240,32 @@ def test_objects_of_a_page_are_labelled_together_in_order():
     assert labels[0].coordinates == pytest.approx((0.15, 0.15, 0.1, 0.1))
     assert labels[1:3] == [Skip.Degenerate, Skip.OutsideCrop]
     assert labels[3].coordinates == pytest.approx((0.75, 0.75, 0.5, 0.5))
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+@pytest.mark.parametrize(("angle", "mirrored"), [(0, False), (90, True), (180, False), (33, True)])
+def test_a_page_of_well_formed_objects_gets_the_labels_of_the_one_by_one_path(
+    mode, angle, mirrored
+):
+    # Pages whose objects are all lists of [x, y] numbers are labelled with numpy in one go; any
+    # other page object by object: both must give the same floats (labels, truth, summaries are
+    # byte-identical whichever path a page takes). A malformed object sends a page one by one.
+    rng = np.random.default_rng(7)
+    frame = Frame(Box(40, 30, 300, 200), angle, mirrored)
+    polygons = [
+        rect(60.25, 50.5, 100, 20),  # inside, closed
+        [[100, 80], [200, 80], [200, 120]],  # inside, open, integers
+        rect(20, 20, 100, 50),  # cut by the crop
+        [[50, 50], [150, 150], [150, 50], [50, 150], [50, 50]],  # bow-tie
+        [[500, 500], [600, 500], [600, 600]],  # outside
+        [[60, 60], [70, 70], [80, 80]],  # no area
+        [[True, 40], [90, 40.5], [90, 90]],  # a boolean is a number, as in Python
+        *(rng.uniform(0, 400, size=(int(rng.integers(3, 9)), 2)).tolist() for _ in range(40)),
+    ]
+    together, points = oriented_labels(polygons, frame, mode)
+    *one_by_one, malformed = object_labels([*polygons, "oops"], frame, mode)
+    assert malformed is Skip.Malformed
+    assert together == one_by_one
+    for label, object_points, polygon in zip(together, points, polygons, strict=True):
+        if isinstance(label, Label):
+            assert [tuple(xy) for xy in object_points] == frame.orient_points(polygon)

@@ -80,7 +80,7 @@ def test_changed_configuration_or_a_complete_run_are_not_resumed(tmp_path):
     run_local(
         SAMPLE / "export.sqlite", sample_config(tmp_path), output, "--images", SAMPLE / "images"
     )
-    changed = run_resume(sample_config(tmp_path, image_size=256), output)
+    changed = run_resume(sample_config(tmp_path, image_size=192), output)
     assert changed.returncode == 2
     assert "the configuration changed" in changed.stderr
 

@@ -187,6 +187,8 @@ def nested_pairs(classes: list[str], shapes: np.ndarray) -> Counter:
     boxes_common = np.prod(np.clip(high - low, 0, None), axis=1)
     keep = (inner != outer) & (areas[outer] >= areas[inner]) & (areas[inner] > 0)
     keep &= boxes_common >= INSIDE_SHARE * areas[inner]
+    if not keep.any():
+        return Counter()  # the common page: no geometry to compare
     inner, outer = inner[keep], outer[keep]
     # Wholly covered (the common case) is cheap to tell; only the others need their intersection
     shapely.prepare(shapes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from worker_yolo_training.export import Page, page_defect
@@ -35,7 +36,7 @@ class Sample:
     objects: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)
     labelled: list[tuple[str, Label]] = field(default_factory=list)
-    truth: list[tuple[str, list[tuple[float, float]]]] = field(default_factory=list)
+    truth: list[tuple[str, list[Sequence[float]]]] = field(default_factory=list)  # (x, y) points
 
     @property
     def several_parts(self) -> int:

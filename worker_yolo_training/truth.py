@@ -51,7 +51,8 @@ class TruthWriter:
             "image": str(image.relative_to(self.root)),
             "width": width,
             "height": height,
-            "objects": [[name, [list(point) for point in points]] for name, points in sample.truth],
+            # JSON writes a tuple as a list: the points need no copy
+            "objects": [[name, points] for name, points in sample.truth],
         }
         self.files[split].write(json.dumps(record) + "\n")
         self.counts[split] = self.counts.get(split, 0) + 1

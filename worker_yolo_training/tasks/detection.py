@@ -19,7 +19,7 @@ from worker_yolo_training.config import Mode, TrainingConfig
 from worker_yolo_training.config_values import MANUAL
 from worker_yolo_training.export import Export, Page
 from worker_yolo_training.files import safe_name, write_text
-from worker_yolo_training.geometry import Label, Skip, label_line, object_labels
+from worker_yolo_training.geometry import Label, Skip, label_line, oriented_labels
 from worker_yolo_training.report import markdown_table, split_metrics
 from worker_yolo_training.sample import Sample, element_crop
 
@@ -72,15 +72,15 @@ class DetectionTask:
                 skipped[Skip.OtherImage] += 1
             else:
                 kept.append(child)
-        labels = object_labels([child.polygon for child in kept], frame, config.mode)
-        for child, label in zip(kept, labels, strict=True):
+        labels, points = oriented_labels([child.polygon for child in kept], frame, config.mode)
+        for child, label, oriented in zip(kept, labels, points, strict=True):
             if not isinstance(label, Label):
                 skipped[label] += 1
                 continue
             lines.append(label_line(class_index[child.type], label))
-            objects[child.type] += 1
             labelled.append((child.type, label))
-            truth.append((child.type, frame.orient_points(child.polygon)))
+            truth.append((child.type, oriented))
+        objects.update(name for name, _ in labelled)
         label_text = "".join(f"{line}\n" for line in lines)
         return Sample(page, frame, request, label_text, objects, +skipped, labelled, truth)
 
