@@ -13,6 +13,8 @@ from PIL import Image
 
 from tests.helpers import SAMPLE, box_points, element_truth
 from tests.iiif_server import IIIFServer
+from worker_yolo_training.geometry import Box, Frame
+from worker_yolo_training.images import fetch_size
 from worker_yolo_training.pages import (
     Prediction,
     evaluate_pages,
@@ -317,12 +319,11 @@ def test_segmenter_image_is_what_base_worker_and_teklia_yolo_make_of_the_downloa
         image = {"id": "page", "url": url, "width": page.width, "height": page.height,
                  "server": {"url": iiif.base_url, "version": 2, "max_width": None,
                             "max_height": None}}  # fmt: skip
-        polygon = [[20, 14], [20, 626], [460, 626], [460, 14], [20, 14]]
-        zone = {
-            "polygon": polygon,
-            "url": f"{url}/20,14,440,612/full/0/default.jpg",
-            "image": image,
-        }
+        crop = Box(10, 12, page.width - 40, page.height - 40)
+        right, bottom = crop.x + crop.width, crop.y + crop.height
+        polygon = [[crop.x, crop.y], [crop.x, bottom], [right, bottom], [right, crop.y]]
+        region = f"{crop.x},{crop.y},{crop.width},{crop.height}"
+        zone = {"polygon": polygon, "url": f"{url}/{region}/full/0/default.jpg", "image": image}
         element = Element({"id": "e", "zone": zone, "rotation_angle": 0, "mirrored": False})
         with element.open_image_tempfile(max_width=320, max_height=320) as downloaded:
             preprocessed = str(tmp_path / "preprocessed.jpg")
@@ -330,8 +331,9 @@ def test_segmenter_image_is_what_base_worker_and_teklia_yolo_make_of_the_downloa
             expected = cv2.imread(preprocessed)
         # What our worker downloads and keeps as received: the same rendering, asked by size
         ours = tmp_path / "ours.jpg"
-        ours.write_bytes(urlopen(f"{url}/20,14,440,612/230,320/0/default.jpg").read())
-    assert expected.shape == (320, 230, 3)
+        width, height = fetch_size(Frame(crop), 320)
+        ours.write_bytes(urlopen(f"{url}/{region}/{width},{height}/0/default.jpg").read())
+    assert expected.shape == (height, width, 3) and max(width, height) == 320
     assert np.array_equal(segmenter_image(ours), expected)
 
 
