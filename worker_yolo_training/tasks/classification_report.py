@@ -254,15 +254,14 @@ def classifier_table(pages: Mapping[str, dict]) -> str:
         cells += [str(figures[key]) for key in ("elements", "classified", "correct")]
         lines.append("| " + " | ".join(cells + _macro(figures)) + " |")
         for name, row in figures["classes"].items():
-            cells = [
-                split,
-                _cell(name),
-                str(row["elements"]),
-                str(row["predicted"]),
-                str(row["correct"]),
-            ]
-            lines.append("| " + " | ".join(cells + _rates(row, RATES)) + " |")
+            lines.append(_class_row(split, name, row))
     return "\n".join(lines)
+
+
+def _class_row(split: str, name: str, row: Mapping) -> str:
+    """One class of one split: elements, predicted, correct, precision, recall, F1."""
+    cells = [split, _cell(name), *(str(row[key]) for key in ("elements", "predicted", "correct"))]
+    return "| " + " | ".join(cells + _rates(row, RATES)) + " |"
 
 
 def classification_tables(metrics: Mapping[str, dict]) -> str:
@@ -279,14 +278,7 @@ def classification_tables(metrics: Mapping[str, dict]) -> str:
     lines.append("|---|---|---|---|---|---|---|---|")
     for split, result in metrics.items():
         for name, row in result["classes"].items():
-            cells = [
-                split,
-                _cell(name),
-                str(row["elements"]),
-                str(row["predicted"]),
-                str(row["correct"]),
-            ]
-            lines.append("| " + " | ".join(cells + _rates(row, RATES)) + " |")
+            lines.append(_class_row(split, name, row))
     for split, result in metrics.items():
         names = list(result["confusion_matrix"])
         lines += [
