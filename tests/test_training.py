@@ -108,3 +108,15 @@ def test_multi_gpu_training_finds_its_requirement():
     from ultralytics.utils.checks import check_requirements
 
     assert check_requirements("cloudpickle>=3.1.1", install=False)
+
+
+def test_a_users_amp_false_wins_over_amp_on_gpus(tmp_path):
+    """The reference's FP32 setting must be reachable: `advanced.training_kwargs` amp: false."""
+    config = parse_config({"class_names": ["a"], "advanced.training_kwargs": {"amp": "false"}})
+    gpu = training.Device("0", amp=True, gpus=1)
+    arguments = training.training_arguments(
+        config, tmp_path / "d.yaml", tmp_path, gpu, {"amp": False}
+    )
+    assert arguments["amp"] is False and arguments["device"] == "0"
+    default = training.training_arguments(config, tmp_path / "d.yaml", tmp_path, gpu, {})
+    assert default["amp"] is True

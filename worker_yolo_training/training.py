@@ -271,7 +271,16 @@ def train(
         )
         return _best_weights(results, model)
     model = YOLO(base_model, task=task_for(config.mode).ultralytics_task)
-    arguments = {
+    training = training_arguments(config, data_yaml, output_dir, device, arguments)
+    return _best_weights(model.train(**training), model)
+
+
+def training_arguments(
+    config: TrainingConfig, data_yaml: Path, output_dir: Path, device: Device, arguments: dict
+) -> dict:
+    """`model.train`'s arguments: our options, then the derived and user arguments over them
+    (a user's `amp: false` wins over AMP on GPUs), then what is ours alone to decide."""
+    return {
         "data": str(data_yaml),
         "epochs": config.num_epochs,
         "imgsz": config.image_size,
@@ -288,7 +297,6 @@ def train(
         "plots": True,
         "verbose": True,
     }
-    return _best_weights(model.train(**arguments), model)
 
 
 def _best_weights(results, model) -> Path:
