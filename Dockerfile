@@ -1,5 +1,5 @@
 # Image of the worker, run by Arkindex's Ponos agents (GPU hosts need the NVIDIA container runtime).
-# Python must satisfy pyproject.toml's requires-python; tests/test_dockerfile.py checks it.
+# Python must satisfy pyproject.toml's requires-python; tests/top/test_dockerfile.py checks it.
 FROM python:3.11-slim-bookworm
 
 # The wheels bring the native libraries they link (OpenCV is the headless build, PyTorch bundles

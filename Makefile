@@ -42,9 +42,9 @@ production-demo: $(BIN)/.installed
 sample: $(BIN)/.installed
 	$(BIN)/python scripts/make_sample.py
 
-# Manifests and README's option table, from the options declared in worker_yolo_training/config.py
+# Both manifests and the option table of docs/configuration.md, from worker_yolo_training/config/options.py
 manifests: $(BIN)/.installed
-	$(BIN)/python -m worker_yolo_training.manifests
+	$(BIN)/python -m worker_yolo_training.config.manifests
 
 # GPU benchmark (benchmarks/README.md): the wheels to carry to a GPU machine, and the benchmark
 # itself, run there with that machine's Python (no venv)

@@ -67,7 +67,8 @@ def worker_main(stats_path: Path, argv: list[str], force_fp32: bool) -> None:
     """Run the worker's command line with the benchmark hooks; write the stats even on failure."""
     import dataclasses
 
-    from worker_yolo_training import cli, training
+    from worker_yolo_training import cli
+    from worker_yolo_training import train as training
 
     stats: dict = {}
     train, select_device = training.train, training.select_device

@@ -44,7 +44,7 @@ from shapely.geometry import Polygon  # noqa: E402
 
 from benchmarks.segmenter_runs import SAMPLE_IIIF_BASE, run_from_weights, train_run  # noqa: E402
 from tests.iiif_server import IIIFServer  # noqa: E402
-from worker_yolo_training.sets import split_of  # noqa: E402
+from worker_yolo_training.export import split_of  # noqa: E402
 
 PACKAGE = "teklia-yolo-worker==1.4.3"
 SEGMENTER_TABLE = ROOT / "tests" / "data" / "yolo_segmenter_configuration.json"

@@ -4,7 +4,7 @@
 # That machine has Python 3.12 with PyTorch, torchvision, numpy, Pillow, matplotlib, OpenCV, PyYAML,
 # requests, urllib3, httpx, lxml, psutil, nvidia-ml-py, tqdm, cloudpickle, ... but none of the
 # packages below, and no network. The list is what the worker imports at run time that the machine
-# lacks (benchmarks/gpu.py: CARRIED_WHEELS, checked by tests/test_gpu_bench.py), each pinned as in
+# lacks (benchmarks/gpu.py: CARRIED_WHEELS, checked by tests/top/test_gpu_bench.py), each pinned as in
 # pyproject.toml or as the pinned packages require; --no-deps, so the list is the whole closure.
 # It also fetches Debian's libmagic1 (python-magic loads libmagic.so.1 when imported), used only
 # when the machine has no libmagic of its own.

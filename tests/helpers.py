@@ -174,7 +174,7 @@ def box_points(x: float, y: float, width: float, height: float) -> tuple[tuple[f
 def element_truth(
     element_id: str, objects, image: Path = Path("unused.jpg"), width=1000, height=1000
 ):
-    """A page-level evaluation element (see worker_yolo_training.pages.ElementTruth)."""
-    from worker_yolo_training.pages import ElementTruth
+    """A page-level evaluation element (see worker_yolo_training.core.ElementTruth)."""
+    from worker_yolo_training.core import ElementTruth
 
     return ElementTruth(element_id, image, width, height, tuple(objects))

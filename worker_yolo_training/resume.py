@@ -12,7 +12,6 @@ import json
 import logging
 import shutil
 import threading
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +20,8 @@ from typing import Any
 from arkindex_worker.models import DatasetSet
 
 from worker_yolo_training.config import ConfigurationError, TrainingConfig
-from worker_yolo_training.dataset import ExtractedDataset, SplitReport, check_trainable
-from worker_yolo_training.derived import derivation_from_summary
-from worker_yolo_training.geometry import Skip
-from worker_yolo_training.layout import RunLayout, clear_previous_run
-from worker_yolo_training.sets import SPLITS
-from worker_yolo_training.tasks import Task
+from worker_yolo_training.core import RunLayout, clear_previous_run
+from worker_yolo_training.extract import DatasetFormat, ExtractedDataset, load_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +60,11 @@ class Start:
 
 
 def start_run(
-    layout: RunLayout, fingerprint: dict, resume: bool, task: Task, config: TrainingConfig
+    layout: RunLayout,
+    fingerprint: dict,
+    resume: bool,
+    dataset_format: DatasetFormat,
+    config: TrainingConfig,
 ) -> Start:
     """A fresh start (a previous run's outputs removed) or, with `resume`, what can be reused.
 
@@ -93,7 +92,7 @@ def start_run(
         raise ConfigurationError(
             [f"--resume: the run in {layout.root} is complete, nothing to resume"]
         )
-    dataset = load_dataset(layout, task, config)
+    dataset = load_dataset(layout.dataset, dataset_format, config)
     if dataset is None:
         shutil.rmtree(layout.dataset, ignore_errors=True)
     last = layout.last_weights if layout.last_weights.is_file() else None
@@ -103,27 +102,3 @@ def start_run(
         + (f", training continued from {last}" if last else ", training from the start")
     )
     return Start(dataset=dataset, last_weights=last)
-
-
-def load_dataset(layout: RunLayout, task: Task, config: TrainingConfig) -> ExtractedDataset | None:
-    """The dataset a previous run finished writing (its summary is written last), or None."""
-    if not layout.summary.is_file():
-        return None
-    summary = json.loads(layout.summary.read_text())
-    reports = {}
-    for split in SPLITS:
-        values = summary["splits"][split]
-        reports[split] = SplitReport(
-            elements=values["elements"],
-            images=values["images"],
-            objects=Counter(values["objects"]),
-            skipped=Counter({Skip(reason): count for reason, count in values["skipped"].items()}),
-            failed_images=values["failed_images"],
-            sets=values["sets"],
-            several_parts=values["objects_with_several_parts"],
-        )
-    check_trainable(reports, config)
-    splits = [split for split in SPLITS if reports[split].images]
-    data = task.write_data(layout.dataset, splits, config.class_names)
-    derivation = derivation_from_summary(summary["derived"], config.training_kwargs)
-    return ExtractedDataset(layout.dataset, data, reports, summary, derivation)

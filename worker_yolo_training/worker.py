@@ -22,11 +22,17 @@ from arkindex_worker.models import DatasetSet
 from arkindex_worker.worker import DatasetWorker
 from arkindex_worker.worker.training import TrainingMixin
 
-from worker_yolo_training import export
-from worker_yolo_training.cli_arguments import add_arguments, check_arguments
-from worker_yolo_training.config import ConfigurationError, TrainingConfig, parse_config
-from worker_yolo_training.config_file import read_config_file
-from worker_yolo_training.files import DiskFullError
+from worker_yolo_training import export, train
+from worker_yolo_training.config import (
+    ConfigurationError,
+    TrainingConfig,
+    add_arguments,
+    check_arguments,
+    key_of,
+    parse_config,
+    read_config_file,
+)
+from worker_yolo_training.core import DiskFullError, RunLayout
 from worker_yolo_training.images import (
     FolderSource,
     IIIFSource,
@@ -34,27 +40,26 @@ from worker_yolo_training.images import (
     ImageSource,
     StorageError,
 )
-from worker_yolo_training.layout import RunLayout
 from worker_yolo_training.pipeline import (
-    ModelVersion,
+    RunInputs,
+    base_model,
+    check,
     crop_stores,
     extract,
     model_version,
     package,
     train_and_evaluate,
 )
+from worker_yolo_training.publish import ModelVersion
 from worker_yolo_training.resume import run_fingerprint, start_run
-from worker_yolo_training.sets import ExtractionError, check_inputs, select_sets
-from worker_yolo_training.tasks import task_for
-from worker_yolo_training.training import BaseModelError
 
 logger = logging.getLogger(__name__)
 
 # Problems in the user's input: reported as one clear message, no traceback, exit status 2
 INPUT_ERRORS = (
     ConfigurationError,
-    ExtractionError,
-    BaseModelError,
+    export.ExtractionError,
+    train.BaseModelError,
     DiskFullError,
     export.ExportError,
     ImageServerUnreachable,
@@ -132,26 +137,21 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
 
     def _run(self) -> None:
         config = self.training_configuration()
-        task = task_for(config.mode)
         sets = self.selected_sets()
-        exports = self.dataset_exports(sets)
-        check_inputs(config, task, sets, exports)
-        base_model = self.base_model(config)
-        fingerprint = self.run_fingerprint(sets, exports)
+        inputs = RunInputs(config, tuple(sets), self.dataset_exports(sets))
+        check(inputs)
+        base = self.base_model(inputs)
+        fingerprint = self.run_fingerprint(sets, inputs.exports)
         with self.output_root() as root, self.image_stores(config, root) as stores:
             layout = RunLayout(root)
-            start = start_run(layout, fingerprint, self.args.resume, task, config)
-            dataset = start.dataset or extract(
-                config, task, sets, exports, stores, layout, self.args.concurrency
-            )
+            start = start_run(layout, fingerprint, self.args.resume, inputs.mode, config)
+            dataset = start.dataset or extract(inputs, stores, layout, self.args.concurrency)
             start.wait_for_removal()
             if self.args.extract_only:
                 logger.info(f"Dataset written to {dataset.root} (--extract-only: no training)")
                 return
-            evaluation = train_and_evaluate(
-                config, task, base_model, dataset, layout, start.last_weights
-            )
-            version = model_version(config, task, base_model, dataset, evaluation, layout)
+            evaluation = train_and_evaluate(inputs, base, dataset, layout, start.last_weights)
+            version = model_version(inputs, base, dataset, evaluation, layout)
             archive = layout.archive if self.local else self.work_dir / layout.archive.name
             model_dir = package(evaluation, dataset.splits, layout, archive)
             if not self.is_read_only:
@@ -166,7 +166,7 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         config = parse_config(self.config)
         if config.contrast:
             logger.warning(
-                "`advanced.contrast` is on: the YOLO inference worker has no contrast step, so "
+                f"`{key_of('contrast')}` is on: the YOLO inference worker has no contrast step, so "
                 "the page-level evaluation predicts on images without contrast, as it will"
             )
         if not self.is_read_only:
@@ -197,11 +197,12 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         """Local: the sets of the export (`--set` chooses). Arkindex: the process' sets."""
         if self.local:
             with export.open_export(self.args.database) as opened:
-                sets = select_sets(opened.list_datasets(), [(str(d), s) for d, s in self.args.set])
+                wanted = [(str(d), s) for d, s in self.args.set]
+                sets = export.select_sets(opened.list_datasets(), wanted)
         else:
             sets = self.list_sets()
         if not sets:
-            raise ExtractionError("No dataset set to process")
+            raise export.ExtractionError("No dataset set to process")
         return sets
 
     def dataset_exports(self, sets: list[DatasetSet]) -> dict[str, Path]:
@@ -219,21 +220,19 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
                 )
         return exports
 
-    def base_model(self, config: TrainingConfig) -> str | None:
+    def base_model(self, inputs: RunInputs) -> str | None:
         """What training starts from, settled before any image is fetched (None with
         --extract-only). Ultralytics' offline environment is prepared in any case: extraction
         may use its geometry helpers."""
-        from worker_yolo_training import training
-
         # $YOLO_CONFIG_DIR wins (an image may ship weights there), else the task's data dir
         in_task = not self.local and "YOLO_CONFIG_DIR" not in os.environ
-        weights_dir = training.prepare_environment(
+        weights_dir = train.prepare_environment(
             self.task_data_dir / "ultralytics" if in_task else None
         )
         if self.args.extract_only:
             return None
         finetune_dir = self.find_extras_directory() if self.is_finetuning else None
-        return training.resolve_base_model(config, weights_dir, finetune_dir)
+        return base_model(inputs, weights_dir, finetune_dir)
 
     # ------------------------------------------------------------ where things go
 

@@ -1,0 +1,110 @@
+"""A run's outputs: a previous run's are removed at start, files are never left truncated, a full
+disk is reported with its folder, long or unsafe element ids make safe file names."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from pathlib import Path
+
+import pytest
+
+from tests.exports import ExportBuilder, rectangle
+from tests.helpers import run_local, write_config
+from worker_yolo_training.core import RunLayout, clear_previous_run, files, safe_name
+
+
+def previous_run(root: Path) -> RunLayout:
+    layout = RunLayout(root)
+    for path in (layout.summary, layout.metrics, layout.model_dir / "model.pt"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("old")
+    (layout.evaluation("test") / "old.png").parent.mkdir(parents=True)
+    (layout.evaluation("test") / "old.png").write_text("old")
+    return layout
+
+
+def test_previous_run_is_moved_aside_then_deleted(tmp_path, caplog):
+    layout = previous_run(tmp_path / "out")
+    (layout.root / "notes.txt").write_text("the user's own file")
+    with caplog.at_level(logging.INFO):
+        thread = clear_previous_run(layout)
+    # Nothing of the old run is visible as soon as the function returns
+    assert sorted(path.name for path in layout.root.iterdir() if not path.name.startswith(".")) == [
+        "notes.txt"
+    ]
+    thread.join()
+    assert [path.name for path in layout.root.iterdir()] == ["notes.txt"]
+    assert "dataset" in caplog.text and "eval_test" in caplog.text and "metrics.json" in caplog.text
+
+
+def test_nothing_to_clear(tmp_path):
+    (tmp_path / "out").mkdir()
+    assert clear_previous_run(RunLayout(tmp_path / "out")) is None
+
+
+def test_extract_only_removes_the_previous_model_and_metrics(tmp_path):
+    builder = ExportBuilder(tmp_path / "export.sqlite")
+    dataset = builder.dataset()
+    image = builder.image(100, 100)
+    page = builder.element("page", rectangle(0, 0, 100, 100), image)
+    builder.element("text_line", rectangle(10, 10, 50, 20), image, parents=(page,))
+    for set_name in ("train", "dev"):
+        builder.add_to_set(dataset, set_name, page)
+    builder.close()
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (100, 100), "white").save(images / f"{image.id}.jpg")
+    layout = previous_run(tmp_path / "out")
+    process = run_local(
+        builder.path,
+        write_config(tmp_path / "c.yml", class_names=["text_line"]),
+        layout.root,
+        "--images",
+        images,
+    )
+    assert "Removing the previous run's outputs" in process.stderr
+    assert not layout.metrics.exists() and not layout.model_dir.exists()
+    assert not layout.evaluation("test").exists()
+    assert (layout.dataset / "data.yaml").is_file()
+
+
+def test_long_and_unsafe_ids_make_short_distinct_safe_names():
+    long_id = "x" * 300
+    names = {safe_name(long_id), safe_name(long_id + "y"), safe_name("../" + long_id)}
+    assert len(names) == 3
+    assert all(len(name) <= 110 and "/" not in name for name in names)
+    assert safe_name("0a0b-1c") == "0a0b-1c"
+
+
+def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_names_the_folder_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "labels" / "page.txt"
+    target.parent.mkdir()
+    monkeypatch.setattr(Path, "replace", disk_full)
+    with pytest.raises(files.DiskFullError, match=str(tmp_path)), files.disk_space(tmp_path):
+        files.write_text(target, "0 0.1 0.1 0.2 0.2\n")
+    assert list(target.parent.iterdir()) == []
+
+
+def test_a_copy_across_file_systems_leaves_no_truncated_image(tmp_path, monkeypatch):
+    source, target = tmp_path / "cached.jpg", tmp_path / "dataset.jpg"
+    source.write_bytes(b"\xff\xd8 image \xff\xd9")
+
+    def cross_device(*args):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    def interrupted_copy(src, dst):
+        Path(dst).write_bytes(b"\xff\xd8 ima")
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(files.os, "link", cross_device)
+    monkeypatch.setattr(files.shutil, "copyfile", interrupted_copy)
+    with pytest.raises(OSError):
+        files.link_or_copy(source, target)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cached.jpg"]

@@ -1,0 +1,224 @@
+"""Settings derived from the dataset, on hand-built pages: thin objects, dense pages, nesting, and
+the user's `advanced.training_kwargs` winning over each."""
+
+import math
+import time
+
+import pytest
+
+from worker_yolo_training.config import TrainingConfig
+from worker_yolo_training.core import Label, Mode
+from worker_yolo_training.extract import DatasetShape, Histogram, derive, sizes_table
+
+
+def box(cx, cy, w, h) -> Label:
+    return Label((cx, cy, w, h))
+
+
+def polygon(*points) -> Label:
+    return Label(tuple(value for point in points for value in point))
+
+
+def square(x, y, side, size=1000) -> Label:
+    """A square in a size×size image, normalised."""
+    x0, y0, x1, y1 = x / size, y / size, (x + side) / size, (y + side) / size
+    return polygon((x0, y0), (x1, y0), (x1, y1), (x0, y1))
+
+
+def thin_lines_page() -> list[tuple[str, Label]]:
+    """A 1000×500 page (longest side 1000): 30 lines 2.078 px high at image_size 640, 70 lines
+    20 px high, all 320 px wide."""
+    lines = []
+    for index in range(100):
+        pixels = 640 * 4 / (32 * 38.5) if index < 30 else 20.0
+        # pixels at 640 → a fraction of the longest side → a fraction of the 500 px height
+        lines.append(("text_line", box(0.5, 0.5, 0.5, pixels / 640 * 1000 / 500)))
+    return lines
+
+
+def test_thin_objects_are_reported_with_their_figures_and_the_image_size_that_fits():
+    shape = DatasetShape(Mode.BBox, ["text_line"])
+    shape.add_element("train", "page", thin_lines_page(), (1000, 500))
+    derivation = derive(shape, 640, {})
+    figures = shape.figures(640)["sizes"]["train"]["text_line"]
+    assert figures["objects"] == 100
+    # the 2.078 px lines are the 5th percentile, the 20 px ones the median and the 95th
+    assert figures["thickness_px"]["p5"] == pytest.approx(2.078, rel=0.02)
+    assert figures["thickness_px"]["p50"] == pytest.approx(20, rel=0.02)
+    assert figures["height_px"] == figures["thickness_px"]
+    assert figures["width_px"]["p50"] == pytest.approx(320, rel=0.02)
+    assert figures["share_under_4_px"] == pytest.approx(0.3, abs=0.01)
+    assert "share_under_2_mask_px" not in figures  # bbox mode has no mask
+    [warning] = derivation.warnings
+    # 90 % above 4 px: 640 × 4 / 2.078 = 1232 = 38.5 × 32, rounded up to a multiple of 32
+    assert "30% of the 100 text_line objects of the train split" in warning
+    assert "under 4 image pixels thick at image_size 640" in warning
+    assert "`image_size` 1248 would bring 90% of them above it" in warning
+    assert "Nothing is changed" in warning
+    # a warning, not a setting: no argument changes
+    assert "imgsz" not in derivation.train
+    # at 1248 the same lines are above the limit: no warning
+    assert derive(shape, 1248, {}).warnings == []
+
+
+def test_thin_slanted_lines_are_measured_across_and_checked_in_mask_pixels():
+    """A line slanted at 45° has a large box but is 3 px thick: 0.75 mask px at mask_ratio 4."""
+    shape = DatasetShape(Mode.Segment, ["text_line"])
+    d = 3 / math.sqrt(2) / 640  # a 3 px offset across a 45° line, normalised on a 640 px page
+    line = polygon((0.1, 0.2), (0.4, 0.5), (0.4 - d, 0.5 + d), (0.1 - d, 0.2 + d))
+    shape.add_element("train", "page", [("text_line", line)] * 10, (640, 640))
+    figures = shape.figures(640)["sizes"]["train"]["text_line"]
+    assert figures["thickness_px"]["p50"] == pytest.approx(3, rel=0.02)
+    assert figures["width_px"]["p50"] == pytest.approx(0.3 * 640 + 3 / math.sqrt(2), rel=0.02)
+    assert figures["thickness_mask_px"]["p50"] == pytest.approx(0.75, rel=0.02)
+    assert figures["share_under_4_px"] == figures["share_under_2_mask_px"] == 1.0
+    image, mask = derive(shape, 640, {}).warnings
+    # 640 × 4 / 3 = 853 → 864; in mask pixels 640 × 2 × 4 / 3 = 1707 → 1728, or mask_ratio 1
+    assert "under 4 image pixels" in image and "`image_size` 864 would" in image
+    assert "under 2 mask pixels (mask_ratio 4)" in mask and "`image_size` 1728 would" in mask
+    assert "`advanced.training_kwargs` mask_ratio: 1" in mask
+    # the user's mask_ratio is the one checked
+    [image_only] = derive(shape, 640, {"mask_ratio": 1}).warnings
+    assert "image pixels" in image_only
+
+
+def test_a_page_of_more_than_300_objects_raises_max_det_to_the_next_hundred():
+    shape = DatasetShape(Mode.BBox, ["text_line"])
+    shape.add_element("train", "small", [("text_line", box(0.5, 0.5, 0.1, 0.1))] * 20, (100, 100))
+    assert derive(shape, 640, {}).val == {"max_det": 300}
+    shape.add_element("val", "dense", [("text_line", box(0.5, 0.5, 0.1, 0.1))] * 412, (100, 100))
+    derivation = derive(shape, 640, {})
+    assert derivation.train == {"max_det": 500}
+    assert derivation.val == {"max_det": 500}
+    [setting] = derivation.settings
+    assert setting.name == "max_det" and setting.value == 500 and not setting.overridden
+    assert "element dense holds 412 objects" in setting.evidence
+    assert setting.override == "`advanced.training_kwargs` max_det: 500"
+    assert shape.figures(640)["densest_element"]["val"] == {"objects": 412, "element": "dense"}
+
+
+def zone_and_lines() -> list[tuple[str, Label]]:
+    return [
+        ("main_zone", square(100, 100, 500)),
+        # inside the zone
+        ("text_line", square(150, 150, 40)),
+        ("text_line", square(300, 300, 40)),
+        # half inside: not nested
+        ("text_line", square(580, 300, 40)),
+        # outside
+        ("text_line", square(800, 800, 40)),
+    ]
+
+
+def test_nested_classes_switch_overlap_mask_off_with_the_evidence():
+    shape = DatasetShape(Mode.Segment, ["main_zone", "text_line"])
+    shape.add_element("train", "page", zone_and_lines(), (1000, 1000))
+    derivation = derive(shape, 640, {})
+    assert derivation.train["overlap_mask"] is False
+    assert derivation.val["overlap_mask"] is False
+    setting = next(s for s in derivation.settings if s.name == "overlap_mask")
+    assert "2 of 4 text_line inside main_zone" in setting.evidence
+    assert setting.override == "`advanced.training_kwargs` overlap_mask: false"
+    assert shape.figures(640)["nested"] == [
+        {"inner": "text_line", "outer": "main_zone", "objects": 2}
+    ]
+
+
+def test_without_nesting_overlap_mask_stays_on_and_only_segment_mode_has_it():
+    lines = [entry for entry in zone_and_lines() if entry[0] == "text_line"]
+    segment = DatasetShape(Mode.Segment, ["text_line"])
+    segment.add_element("train", "page", lines, (1000, 1000))
+    assert derive(segment, 640, {}).train["overlap_mask"] is True
+    boxes = DatasetShape(Mode.BBox, ["main_zone", "text_line"])
+    boxes.add_element("train", "page", [(n, box(0.5, 0.5, 0.2, 0.2)) for n in "ab"], (100, 100))
+    assert "overlap_mask" not in derive(boxes, 640, {}).train
+
+
+def test_training_kwargs_override_every_derived_setting():
+    shape = DatasetShape(Mode.Segment, ["main_zone", "text_line"])
+    shape.add_element("train", "page", zone_and_lines() * 80, (1000, 1000))
+    derived = derive(shape, 640, {})
+    assert derived.val == {"max_det": 400, "overlap_mask": False}
+    user = {"max_det": 1000, "overlap_mask": True, "lr0": 0.02}
+    derivation = derive(shape, 640, user)
+    assert derivation.train == user
+    assert derivation.val == {"max_det": 1000, "overlap_mask": True}
+    for setting in derivation.settings:
+        assert setting.overridden and setting.value == user[setting.name]
+        assert setting.derived == derived.val[setting.name]
+        assert "overridden" in str(setting)
+        assert setting.as_dict()["derived"] == derived.val[setting.name]
+
+
+def test_memory_stays_bounded_and_time_linear_on_100k_objects():
+    shape = DatasetShape(Mode.BBox, ["text_line", "zone"])
+    page = [("text_line", box(0.5, 0.5, 0.3, 0.01 + i / 10_000)) for i in range(500)]
+    start = time.perf_counter()
+    for index in range(200):
+        shape.add_element("train", f"page{index}", page, (1000, 700))
+    elapsed = time.perf_counter() - start
+    sizes = shape.sizes["train"]["text_line"]
+    assert sizes.pending_count < 20_000  # binned in batches
+    sizes.flush()
+    assert sizes.thickness.total == 100_000
+    # the same fixed bins after 100,000 objects as after one
+    assert sizes.thickness.counts.size == Histogram().counts.size
+    assert elapsed < 5, elapsed
+
+
+def test_segment_pages_of_hundreds_of_objects_are_measured_quickly():
+    """Nesting uses an STRtree per element: 2 zones and 400 lines in well under a second."""
+    objects = [("main_zone", square(0, 0, 1000)), ("margin", square(900, 0, 100))]
+    objects += [
+        ("text_line", square(20 * (i % 40) + 5, 50 * (i // 40) + 5, 10)) for i in range(400)
+    ]
+    shape = DatasetShape(Mode.Segment, ["main_zone", "margin", "text_line"])
+    start = time.perf_counter()
+    shape.add_element("train", "page", objects, (1000, 1000))
+    assert time.perf_counter() - start < 1
+    assert shape.nested == {("text_line", "main_zone"): 400, ("margin", "main_zone"): 1}
+
+
+def test_sizes_table_has_a_row_per_split_and_class():
+    shape = DatasetShape(Mode.Segment, ["main_zone", "text_line"])
+    shape.add_element("train", "page", zone_and_lines(), (1000, 1000))
+    shape.add_element("val", "page2", zone_and_lines()[:2], (1000, 1000))
+    table = sizes_table(derive(shape, 640, {}).figures).splitlines()
+    assert table[0] == (
+        "| split | class | objects | thickness px (5/50/95 %) | under 4 px "
+        "| thickness mask px (5/50/95 %) | under 2 mask px |"
+    )
+    # a 40 px square of a 1000 px page is 25.6 px at 640, 6.4 mask px
+    assert table[3].startswith("| train | text_line | 4 | 25.")
+    assert "| 0.0% | 6." in table[3]
+    assert [row.split(" | ")[:2] for row in table[2:]] == [
+        ["| train", "main_zone"], ["| train", "text_line"],
+        ["| val", "main_zone"], ["| val", "text_line"],
+    ]  # fmt: skip
+
+
+def test_a_dense_page_raises_the_published_max_detection(tmp_path):
+    """The derived max_det is what the model version publishes as the segmenter's max_detection."""
+    import json
+
+    from worker_yolo_training.core import RunLayout
+    from worker_yolo_training.evaluate import ElementEvaluation, Evaluation
+    from worker_yolo_training.extract import ExtractedDataset, SplitReport
+    from worker_yolo_training.pipeline import RunInputs, model_version
+
+    config = TrainingConfig(class_names=("text_line",), mode=Mode.BBox)
+    shape = DatasetShape(config.mode, config.class_names)
+    dense = [("text_line", box(0.5, (i + 0.5) / 412, 0.9, 0.5 / 412)) for i in range(412)]
+    shape.add_element("train", "dense-page", dense, (640, 640))
+    derivation = derive(shape, config.image_size, config.training_kwargs)
+    reports = {split: SplitReport(elements=1, images=1) for split in ("train", "val", "test")}
+    dataset = ExtractedDataset(tmp_path, tmp_path / "data.yaml", reports, derivation)
+    elements = ElementEvaluation({"val": {}}, 0.4, "page table")
+    evaluation = Evaluation(tmp_path / "best.pt", {}, "map table", elements)
+    inputs = RunInputs(config, (), {})
+    version = model_version(inputs, "yolov8m.pt", dataset, evaluation, RunLayout(tmp_path))
+    assert version.configuration["max_detection"] == 500 == derivation.val["max_det"]
+    assert version.configuration["confidence_threshold"] == 0.4
+    assert "dense-page holds 412 objects" in version.description
+    written = json.loads((tmp_path / "model_version.json").read_text())
+    assert written == {"configuration": version.configuration, "description": version.description}

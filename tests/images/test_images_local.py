@@ -1,0 +1,109 @@
+"""Local parts of the image pipeline: folder source, contrast, orientation of written images."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from worker_yolo_training.core import Box, Frame
+from worker_yolo_training.export import ImageInfo
+from worker_yolo_training.images import (
+    CropRequest,
+    CropStore,
+    FolderSource,
+    ImageError,
+    fetch_size,
+    open_scan,
+    write_image,
+)
+
+
+def test_contrast_writes_an_equalised_grayscale_image(tmp_path):
+    image = Image.new("RGB", (64, 32), (120, 100, 90))
+    ImageDraw.Draw(image).rectangle([0, 0, 31, 31], fill=(130, 110, 100))  # low contrast
+    path = tmp_path / "out.jpg"
+    write_image(image, Frame(Box(0, 0, 64, 32)), contrast=True, path=path)
+    with Image.open(path) as written:
+        red, green, blue = written.split()
+        assert red.tobytes() == green.tobytes() == blue.tobytes()
+        low, high = red.getextrema()
+        assert high - low > 200  # equalised: the two grays pulled apart
+
+
+def test_fetch_size_never_upscales_and_fits_the_oriented_longest_side():
+    assert fetch_size(Frame(Box(0, 0, 300, 100)), 640) == (300, 100)
+    assert fetch_size(Frame(Box(0, 0, 1280, 640)), 640) == (640, 320)
+    # rotated 90°: the longest side of the oriented image is still the crop's 1280
+    assert fetch_size(Frame(Box(0, 0, 1280, 640), 90), 640) == (640, 320)
+
+
+def test_folder_source_crops_and_resizes_and_reports_missing_files(tmp_path):
+    image = Image.new("RGB", (200, 100), "white")
+    ImageDraw.Draw(image).rectangle([100, 0, 199, 99], fill="black")
+    image.save(tmp_path / "img.png")
+    source = FolderSource(tmp_path)
+    info = ImageInfo("img", "unused", 200, 100, 2)
+    crop = source.fetch(CropRequest(info, Box(100, 0, 100, 100), 50, 50))
+    assert crop.size == (50, 50) and crop.getpixel((25, 25)) == (0, 0, 0)
+    with pytest.raises(ImageError, match="no file for image other"):
+        source.fetch(CropRequest(ImageInfo("other", "", 10, 10, 2), Box(0, 0, 10, 10), 10, 10))
+
+
+def test_store_writes_oriented_crops_once(tmp_path):
+    image = Image.new("RGB", (200, 100), "white")
+    image.paste((0, 0, 0), (0, 0, 20, 10))  # top-left corner
+    image.save(tmp_path / "img.png")
+    store = CropStore(FolderSource(tmp_path), tmp_path / "cache")
+    request = CropRequest(ImageInfo("img", "", 200, 100, 2), Box(0, 0, 200, 100), 200, 100)
+    frame = Frame(Box(0, 0, 200, 100), rotation_angle=90)
+    path, cached = store.get(request, frame)
+    assert not cached
+    with Image.open(path) as written:
+        assert written.size == (100, 200)
+        assert written.getpixel((95, 5))[0] < 60  # the corner turned to the top right
+    assert store.get(request, frame) == (path, True)
+
+
+def test_sixteen_bit_scans_are_scaled_not_clipped(tmp_path):
+    values = np.full((20, 40), 30000, dtype=np.uint16)
+    values[:, 20:] = 65535
+    scan = Image.fromarray(values)
+    assert scan.mode == "I;16"
+    path = tmp_path / "out.jpg"
+    write_image(scan, Frame(Box(0, 0, 40, 20)), contrast=False, path=path)
+    with Image.open(path) as written:
+        assert abs(written.getpixel((5, 10))[0] - 117) <= 2  # 30000 / 65535 × 255
+        assert written.getpixel((35, 10))[0] >= 253
+
+
+def test_folder_files_at_another_resolution_are_cropped_at_scale(tmp_path):
+    half = Image.new("RGB", (100, 50), "white")
+    half.paste((0, 0, 0), (50, 0, 100, 50))  # right half black
+    half.save(tmp_path / "img.png")
+    info = ImageInfo("img", "", 200, 100, 2)  # the export's size: twice the file's
+    crop = FolderSource(tmp_path).fetch(CropRequest(info, Box(100, 0, 100, 100), 100, 100))
+    assert crop.size == (100, 100) and crop.getpixel((50, 50)) == (0, 0, 0)
+    Image.new("RGB", (100, 100)).save(tmp_path / "square.png")
+    square = ImageInfo("square", "", 200, 100, 2)
+    with pytest.raises(ImageError, match=r"100×100 px but the export says image square is 200×100"):
+        FolderSource(tmp_path).fetch(CropRequest(square, Box(0, 0, 10, 10), 10, 10))
+
+
+def test_folder_scans_beyond_pillows_bomb_limit_are_read(tmp_path, monkeypatch):
+    """A local scan over Pillow's decompression-bomb limit is read, crop included, while the
+    limit still holds for any other image the process opens (Pillow's own `open`)."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a 100×100 file is now "a bomb"
+    scan = Image.new("RGB", (100, 100), "gray")
+    ImageDraw.Draw(scan).rectangle([10, 20, 89, 69], fill=(200, 30, 30))
+    scan.save(tmp_path / "img.png")
+    source = FolderSource(tmp_path)
+    info = ImageInfo("img", "", 100, 100, 2)
+    crop = source.fetch(CropRequest(info, Box(0, 0, 100, 100), 50, 50))
+    assert crop.size == (50, 50)
+    # A crop of 80×50 = 4000 px, at its own size: made of bands, the same pixels as the file's
+    exact = source.fetch(CropRequest(info, Box(10, 20, 80, 50), 80, 50))
+    assert np.array_equal(np.asarray(exact), np.asarray(scan)[20:70, 10:90])
+    assert Image.MAX_IMAGE_PIXELS == 1000
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(tmp_path / "img.png")
+    with pytest.raises(ImageError, match="more than 5000 pixels"):
+        open_scan(tmp_path / "img.png", max_pixels=5000)

@@ -1,0 +1,84 @@
+"""The command-line options added to base-worker's, and their checks."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from worker_yolo_training.config.options import ConfigurationError
+
+# Images downloaded at once
+DEFAULT_CONCURRENCY = 32
+# Seconds: to connect, and between two reads of an image answer
+IMAGE_TIMEOUT = 60.0
+# Attempts per image on timeouts, connection errors and 5xx
+DEFAULT_RETRIES = 5
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """This worker's options (local mode, images, cache, downloads)."""
+    parser.add_argument("--database", type=Path, help="Local SQLite export: run without Arkindex.")
+    parser.add_argument(
+        "--output", type=Path, default=Path("output"), help="Output folder in local mode."
+    )
+    parser.add_argument(
+        "--images",
+        type=Path,
+        help="Folder of full images named <image id>.jpg (or .png, .tif): no IIIF download.",
+    )
+    parser.add_argument(
+        "--extract-only", action="store_true", help="Write the training dataset and stop."
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="Local mode: continue the interrupted run in --output (same export and "
+        "configuration): its dataset is reused and training continues from its last epoch.",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="Images downloaded at once."
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="Image cache (local default: $XDG_CACHE_HOME/worker-yolo-training/images, "
+        "else ~/.cache/...; in Arkindex: inside the task's data dir).",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="Keep no image between runs.")
+    parser.add_argument(
+        "--image-timeout",
+        type=float,
+        default=IMAGE_TIMEOUT,
+        help="Seconds allowed to connect and between two reads of an image answer; each attempt "
+        "must also complete within 3× this.",
+    )
+    parser.add_argument(
+        "--image-retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help="Attempts per image on timeouts, connection errors and 5xx.",
+    )
+
+
+def check_arguments(args: argparse.Namespace, local: bool) -> None:
+    """Command-line mistakes, reported together like configuration ones.
+
+    :raises ConfigurationError: one line per problem.
+    """
+    problems = []
+    if local and (args.database is None or not args.database.is_file()):
+        problems.append(f"--database: no export at {args.database} (local mode needs one)")
+    if args.resume and not local:
+        problems.append("--resume works in local mode only (--database)")
+    if args.images is not None and not args.images.is_dir():
+        problems.append(f"--images: {args.images} is not a folder")
+    for name, value, minimum in (
+        ("--concurrency", args.concurrency, 1),
+        ("--image-retries", args.image_retries, 1),
+    ):
+        if value < minimum:
+            problems.append(f"{name} must be at least {minimum}, got {value}")
+    if args.image_timeout <= 0:
+        problems.append(f"--image-timeout must be positive, got {args.image_timeout}")
+    if problems:
+        raise ConfigurationError(problems)

@@ -1,0 +1,143 @@
+"""The output layout of a run: every file and folder name is spelled here once.
+
+```
+OUT/
+  dataset/               the YOLO dataset (its images and labels belong to the mode) + summary.json,
+                         truth/<split>.jsonl, evaluation/<split>/ (`DatasetFiles`)
+  training/              Ultralytics' run folder (weights/best.pt, weights/last.pt, curves, …)
+  eval_<split>/          evaluation of the best weights on one split; pages/ holds the page-level
+                         evaluation (predictions.jsonl and pictures)
+  metrics.json, evaluation.md, training.json, model_version.json, run.json (what --resume checks)
+  model/model.pt         the published model directory
+  results.tar.zst        the results archive (its members: `publish.results_members`)
+```
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# The only file of a published model directory (what the inference workers load)
+MODEL_FILE = "model.pt"
+# Ultralytics' checkpoints folder in each of its run folders (`best.pt`, `last.pt`)
+CHECKPOINTS = "weights"
+EVALUATION_PREFIX = "eval_"
+# Where a new run moves a previous run's outputs before deleting them in the background
+PREVIOUS_RUN_PREFIX = ".previous-run-"
+
+
+def checkpoint(run_folder: Path, which: str) -> Path:
+    """Ultralytics' checkpoint `which` (`best`, `last`) in one of its run folders."""
+    return Path(run_folder) / CHECKPOINTS / f"{which}.pt"
+
+
+class At:
+    """A path of a layout: these parts under its root (a descriptor, read on an instance)."""
+
+    def __init__(self, *parts: str):
+        self.parts = parts
+
+    def __get__(self, layout, owner=None):
+        return self if layout is None else layout.root.joinpath(*self.parts)
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """What every mode's dataset folder holds besides its images and labels."""
+
+    root: Path
+
+    # What was extracted and skipped, and the settings read from the dataset; written last
+    summary = At("summary.json")
+
+    def truth(self, split: str) -> Path:
+        """The annotations the page-level evaluation compares predictions with."""
+        return self.root / "truth" / f"{split}.jsonl"
+
+    def plain_images(self, split: str) -> Path:
+        """Evaluation images without contrast, when training images have it."""
+        return self.root / "evaluation" / split
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where a run writes; `root` is `--output` locally, a scratch folder inside Arkindex."""
+
+    root: Path
+
+    dataset = At("dataset")
+    training = At("training")
+    # Ultralytics' checkpoint of the last epoch (what `--resume` continues from)
+    last_weights = At("training", CHECKPOINTS, "last.pt")
+    # What the run's dataset and training depend on (see `resume.py`)
+    fingerprint = At("run.json")
+    metrics = At("metrics.json")
+    evaluation_md = At("evaluation.md")
+    model_version = At("model_version.json")
+    # What this training was (mode, classes, sizes, versions, dataset counts)
+    training_metadata = At("training.json")
+    model_dir = At("model")
+    model_file = At("model", MODEL_FILE)
+    archive = At("results.tar.zst")
+    # Image crops of a `--no-cache` run
+    crops_scratch = At("crops.tmp")
+
+    @property
+    def summary(self) -> Path:
+        return DatasetFiles(self.dataset).summary
+
+    def evaluation(self, split: str) -> Path:
+        return self.root / f"{EVALUATION_PREFIX}{split}"
+
+    def pages(self, split: str) -> Path:
+        """A split's page-level evaluation: predictions and pictures."""
+        return self.evaluation(split) / "pages"
+
+    def predictions(self, split: str) -> Path:
+        """What the inference worker would create on each element of a split, at the threshold."""
+        return self.pages(split) / "predictions.jsonl"
+
+    def all_predictions(self, split: str) -> Path:
+        """Every prediction of a split, at every confidence, until the threshold is known."""
+        return self.pages(split) / "all_predictions.jsonl"
+
+    def outputs(self) -> list[Path]:
+        """What a previous run may have left here, the dataset first."""
+        fixed = [self.dataset, self.training, self.metrics, self.evaluation_md]
+        fixed += [self.model_version, self.model_dir, self.archive, self.crops_scratch]
+        fixed += [self.fingerprint, self.training_metadata]
+        return fixed + sorted(self.root.glob(f"{EVALUATION_PREFIX}*"))
+
+
+def clear_previous_run(layout: RunLayout) -> threading.Thread | None:
+    """Start from a clean layout: a previous run's outputs are moved aside at once (nothing of
+    it can mix with this run) and deleted in the background (thousands of unlinks are kernel
+    time, done on another core). Returns the deleting thread, if any."""
+    # left by an interrupted run
+    leftovers = sorted(layout.root.glob(f"{PREVIOUS_RUN_PREFIX}*"))
+    existing = [path for path in layout.outputs() if path.exists()]
+    if existing:
+        names = ", ".join(path.name for path in existing)
+        logger.info(f"Removing the previous run's outputs from {layout.root}: {names}")
+        aside = layout.root / f"{PREVIOUS_RUN_PREFIX}{time.time_ns()}"
+        aside.mkdir()
+        for path in existing:
+            path.rename(aside / path.name)
+        leftovers.append(aside)
+    if not leftovers:
+        return None
+
+    def remove() -> None:
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
+
+    thread = threading.Thread(target=remove, daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,387 @@
+"""Reading the Arkindex SQLite export (arkindex-export's peewee models).
+
+A set is read with two streamed statements whatever its size: one for its dataset elements with
+their images, one recursive query for all their descendants (or, in classify mode, one for the
+dataset elements' classifications). Both are ordered by dataset element id and merged, so one page
+and its objects are in memory at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arkindex_export import (
+    Classification,
+    Dataset,
+    DatasetElement,
+    Element,
+    ElementPath,
+    Image,
+    ImageServer,
+    open_database,
+)
+from arkindex_export import database as export_database
+from peewee import JOIN, DatabaseError, fn
+
+from worker_yolo_training.core import Skip
+from worker_yolo_training.export.file import ExportError, check_export_file
+
+logger = logging.getLogger(__name__)
+
+SHOWN_CHARACTERS = 80
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """An image of the export, and how to ask its IIIF server for it."""
+
+    id: str
+    url: str
+    width: int
+    height: int
+    iiif_version: int
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    id: str
+    name: str
+    sets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Child:
+    """A descendant of a dataset element, as stored in the export."""
+
+    id: str
+    type: str
+    image_id: str | None
+    polygon: Any  # a list of [x, y] when well formed (see `polygon_problem`), or None
+    worker_run_id: str | None
+
+
+@dataclass(frozen=True)
+class ClassificationInfo:
+    """A classification of a dataset element, as stored in the export (manual: no worker run)."""
+
+    class_name: str
+    confidence: float
+    worker_run_id: str | None
+
+
+@dataclass
+class Page:
+    """A dataset element (usually a page) and all its descendants (any depth, each once), or
+    its classifications (classify mode)."""
+
+    id: str
+    name: str
+    type: str
+    polygon: Any  # a list of [x, y] when well formed (see `polygon_problem`), or None
+    rotation_angle: int
+    mirrored: bool
+    image: ImageInfo | None
+    children: list[Child] = field(default_factory=list)
+    classifications: list[ClassificationInfo] = field(default_factory=list)
+
+
+class StatementCounter:
+    """Counts the SQL statements sent to the export while active (reads must stay bounded)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __enter__(self) -> StatementCounter:
+        original = export_database.execute_sql
+
+        def counted(*args, **kwargs):
+            self.count += 1
+            return original(*args, **kwargs)
+
+        export_database.execute_sql = counted
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del export_database.execute_sql  # back to the class' method
+
+
+def split_sets(sets: str, dataset: str = "") -> tuple[str, ...]:
+    """The export stores a dataset's sets as one comma-separated text; each set once, in order."""
+    names = [name.strip() for name in (sets or "").split(",") if name.strip()]
+    unique = tuple(dict.fromkeys(names))
+    if len(unique) < len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        logger.warning(
+            f"Dataset {dataset} lists the set(s) {', '.join(twice)} more than once: each is read once"
+        )
+    return unique
+
+
+def _dataset_elements(dataset_id: str, set_name: str):
+    return (
+        DatasetElement.select(
+            Element.id,
+            Element.name,
+            Element.type,
+            Element.polygon,
+            Element.rotation_angle,
+            Element.mirrored,
+            Image.id,
+            Image.url,
+            Image.width,
+            Image.height,
+            ImageServer.version,
+        )
+        .join(Element, on=(DatasetElement.element == Element.id))
+        .join(Image, JOIN.LEFT_OUTER, on=(Element.image == Image.id))
+        .join(ImageServer, JOIN.LEFT_OUTER, on=(Image.server == ImageServer.id))
+        .where(DatasetElement.dataset == dataset_id, DatasetElement.set_name == set_name)
+        .order_by(Element.id)
+        .tuples()
+        .iterator()
+    )
+
+
+def _descendants(dataset_id: str, set_name: str):
+    """(root id, descendant) rows for every dataset element of the set, each pair once.
+
+    UNION (not UNION ALL) keeps a descendant once per root even when it has several parents, and
+    stops on cycles.
+    """
+    roots = (
+        ElementPath.select(DatasetElement.element.alias("root_id"), ElementPath.child)
+        .join(DatasetElement, on=(ElementPath.parent == DatasetElement.element))
+        .where(DatasetElement.dataset == dataset_id, DatasetElement.set_name == set_name)
+        .cte("descendants", recursive=True, columns=("root_id", "child_id"))
+    )
+    deeper = ElementPath.alias()
+    recursion = deeper.select(roots.c.root_id, deeper.child).join(
+        roots, on=(deeper.parent == roots.c.child_id)
+    )
+    tree = roots.union(recursion)
+    # Text as peewee's text fields read it: a BLOB (a hand-made export may hold one) decoded
+    columns = (Element.id, Element.type, Element.image, Element.polygon, Element.worker_run)
+    query = (
+        Element.select(tree.c.root_id, *(column.cast("TEXT") for column in columns))
+        .with_cte(tree)
+        .from_(tree)
+        .join(Element, on=(Element.id == tree.c.child_id))
+        .order_by(tree.c.root_id, Element.id)
+    )
+    # Rows straight from the SQLite cursor: peewee's per-value conversion cost more than the query
+    return export_database.execute_sql(*query.sql())
+
+
+def _classifications(dataset_id: str, set_name: str):
+    """(element id, class name, confidence, worker run) of every classification of the set's
+    dataset elements, by element id (each classification once, even for an element listed twice)."""
+    elements = DatasetElement.select(DatasetElement.element).where(
+        DatasetElement.dataset == dataset_id, DatasetElement.set_name == set_name
+    )
+    return (
+        Classification.select(
+            Classification.element,
+            Classification.class_name,
+            Classification.confidence,
+            Classification.worker_run,
+        )
+        .where(Classification.element.in_(elements))
+        .order_by(Classification.element, Classification.id)
+        .tuples()
+        .iterator()
+    )
+
+
+class _Groups:
+    """A stream of rows ordered by their first value (a dataset element id), taken one element at
+    a time while the dataset elements are read in the same order."""
+
+    def __init__(self, rows: Iterator[tuple]):
+        self.rows = rows
+        self.pending = next(rows, None)
+
+    def take(self, element_id: str) -> list[tuple]:
+        """The rows of `element_id` without their first value; earlier elements' rows skipped."""
+        while self.pending is not None and self.pending[0] < element_id:
+            self.pending = next(self.rows, None)
+        group = []
+        while self.pending is not None and self.pending[0] == element_id:
+            group.append(self.pending[1:])
+            self.pending = next(self.rows, None)
+        return group
+
+
+class NotJSON(str):
+    """Polygon text of the export that is not JSON, kept for the report."""
+
+
+# Integers are read as floats: a 400-digit integer becomes infinity, which the checks reject,
+# instead of an int that overflows later. A decoder made once is faster than `json.loads`.
+_POLYGON_DECODER = json.JSONDecoder(parse_int=float)
+
+
+# The decoder's C scanner: `decode` without its Python-level steps, for the common case
+_SCAN_POLYGON = _POLYGON_DECODER.scan_once
+
+
+def _polygon(text: str | None) -> Any:
+    if not text:
+        return None
+    try:
+        # A JSON value that spans the whole text (no surrounding spaces): what `decode` returns
+        value, end = _SCAN_POLYGON(text, 0)
+        if end == len(text):
+            return value
+    except (StopIteration, ValueError, RecursionError):
+        pass  # `decode` says what is wrong
+    try:
+        return _POLYGON_DECODER.decode(text)
+    except (ValueError, RecursionError):
+        return NotJSON(text)
+
+
+def shorten(value: Any) -> str:
+    """A value for a message, at most a line long (polygons can be megabytes)."""
+    shown = repr(str(value) if isinstance(value, NotJSON) else value)
+    return shown if len(shown) <= SHOWN_CHARACTERS else f"{shown[:SHOWN_CHARACTERS]}…"
+
+
+def polygon_problem(polygon: Any) -> str | None:
+    """What is wrong with a polygon as read from the export; None for a list of [x, y] finite
+    numbers. A few checks per point: this runs on every dataset element."""
+    if isinstance(polygon, NotJSON):
+        return "is not JSON"
+    if not isinstance(polygon, list):
+        return "is not a list of [x, y] points"
+    for point in polygon:
+        if not isinstance(point, list) or len(point) != 2:
+            return f"holds {shorten(point)}, not an [x, y] point"
+        for value in point:
+            if type(value) is not float and type(value) is not int:
+                return f"holds {shorten(value)}, not a number"
+            if not math.isfinite(value):
+                return f"holds {value}, not a finite number"
+    return None
+
+
+def _positive_int(value: Any) -> bool:
+    return type(value) is int and value > 0
+
+
+def page_defect(page: Page) -> tuple[Skip, str] | None:
+    """Why a dataset element cannot be used as the export stores it, with a warning to log (empty
+    when the reason says it all); None when it can be used."""
+    image = page.image
+    if image is None:
+        return Skip.NoImage, ""
+    if not (_positive_int(image.width) and _positive_int(image.height)):
+        return Skip.BadImageSize, (
+            f"Element {page.id} skipped: its image {image.id} has width {shorten(image.width)} "
+            f"and height {shorten(image.height)} in the export (positive integers expected)"
+        )
+    if page.polygon is None or page.polygon == []:
+        return Skip.NoPolygon, ""
+    problem = polygon_problem(page.polygon)
+    if problem:
+        return Skip.ElementMalformed, (
+            f"Element {page.id} skipped: its polygon {problem}: {shorten(page.polygon)}"
+        )
+    return None
+
+
+class Export:
+    """An open SQLite export (see `open_export`): its datasets, counts and pages."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def list_datasets(self) -> list[DatasetInfo]:
+        return [
+            DatasetInfo(dataset.id, dataset.name, split_sets(dataset.sets, f"{dataset.name}"))
+            for dataset in Dataset.select().order_by(Dataset.name)
+        ]
+
+    def element_type_counts(self) -> dict[str, int]:
+        """How many elements of each type the export holds."""
+        query = Element.select(Element.type, fn.COUNT(Element.id)).group_by(Element.type)
+        return dict(query.tuples())
+
+    def classification_counts(self) -> dict[str, int]:
+        """How many classifications of each class the export holds."""
+        query = Classification.select(
+            Classification.class_name, fn.COUNT(Classification.id)
+        ).group_by(Classification.class_name)
+        return dict(query.tuples())
+
+    def set_sizes(self, dataset_id: str) -> dict[str, int]:
+        """Number of elements in each set of a dataset (one statement)."""
+        query = (
+            DatasetElement.select(DatasetElement.set_name, fn.COUNT(DatasetElement.id))
+            .where(DatasetElement.dataset == dataset_id)
+            .group_by(DatasetElement.set_name)
+        )
+        return dict(query.tuples())
+
+    def iter_pages(
+        self,
+        dataset_id: str,
+        set_name: str,
+        children: bool = True,
+        classifications: bool = False,
+    ) -> Iterator[Page]:
+        """Every dataset element of a set, streamed in id order, with all its descendants
+        (`children`) and/or its classifications (`classifications`)."""
+        descendants = _Groups(_descendants(dataset_id, set_name) if children else iter(()))
+        labels = _Groups(_classifications(dataset_id, set_name) if classifications else iter(()))
+        previous_id = None
+        for row in _dataset_elements(dataset_id, set_name):
+            (element_id, name, type_, polygon, angle, mirrored) = row[:6]
+            image_id, url, width, height, version = row[6:]
+            if element_id == previous_id:
+                continue
+            previous_id = element_id
+            page = Page(
+                id=element_id,
+                name=name,
+                type=type_,
+                polygon=_polygon(polygon),
+                rotation_angle=angle or 0,
+                mirrored=bool(mirrored),
+                image=ImageInfo(image_id, url, width, height, version or 2) if image_id else None,
+            )
+            # Every stream is sorted by dataset element id
+            for child_id, child_type, child_image, child_polygon, worker_run in descendants.take(
+                element_id
+            ):
+                page.children.append(
+                    Child(child_id, child_type, child_image, _polygon(child_polygon), worker_run)
+                )
+            page.classifications = [ClassificationInfo(*row) for row in labels.take(element_id)]
+            yield page
+
+
+@contextmanager
+def open_export(path: Path) -> Iterator[Export]:
+    """Check then open a SQLite export for reading; closed on exit.
+
+    arkindex-export binds its models to one process-wide database: one export is open at a time.
+
+    :raises ExportError: when the file is not a complete export of a supported version, or when
+        a damaged part of it is met while reading.
+    """
+    check_export_file(path)
+    open_database(Path(path))
+    try:
+        yield Export(path)
+    except DatabaseError as error:
+        raise ExportError(f"Export {path} is damaged ({error}): download it again") from None
+    finally:
+        if not export_database.is_closed():
+            export_database.close()

@@ -1,0 +1,162 @@
+"""Writing the training dataset: one image (and label) per dataset element, per split, in the
+mode's layout, plus `summary.json` with what was extracted and everything that was skipped.
+
+Policy lives here: an element in two splits is written in both and reported as a leak; an
+element in two sets of one split is written once; the dataset must be trainable at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+from worker_yolo_training.config import TrainingConfig
+from worker_yolo_training.core import DatasetFiles, Skip, disk_space, link_or_copy
+from worker_yolo_training.export import SPLITS, Page, split_of
+from worker_yolo_training.extract.dataset import (
+    DatasetFormat,
+    ExtractedDataset,
+    SplitReport,
+    open_dataset,
+    summary_table,
+)
+from worker_yolo_training.extract.derived import derive, log_derivation, sizes_table
+from worker_yolo_training.extract.sample import Sample
+from worker_yolo_training.extract.shape import DatasetShape
+from worker_yolo_training.extract.truth import TruthWriter
+from worker_yolo_training.images import CropStore, Fetched, fetch_all
+
+logger = logging.getLogger(__name__)
+
+
+class DatasetWriter:
+    """Builds the dataset folder from the sets of one or more Arkindex datasets."""
+
+    def __init__(
+        self,
+        root: Path,
+        layout: DatasetFormat,
+        config: TrainingConfig,
+        store: CropStore,
+        concurrency: int,
+        plain_store: CropStore | None = None,
+    ):
+        """`plain_store` gets the evaluation images without contrast, when the training images
+        have it (the inference worker has no contrast step)."""
+        self.root = Path(root)
+        self.layout = layout
+        self.config = config
+        self.store = store
+        self.concurrency = concurrency
+        self.reports = {split: SplitReport() for split in SPLITS}
+        # element id → (split, image path): an element in several sets is fetched once
+        self.written: dict[str, tuple[str, Path]] = {}
+        self.leaks: dict[str, set[str]] = {}
+        self.shape = DatasetShape(config.mode, config.class_names)
+        self.truths = TruthWriter(self.root, plain_store)
+
+    def add_set(self, set_name: str, pages: Iterable[Page]) -> None:
+        """Extract one Arkindex set into its split; other set names are skipped with a warning."""
+        split = split_of(set_name)
+        if split is None:
+            logger.warning(
+                f"Set {set_name!r} is not a training set (train, dev/val, test): skipped"
+            )
+            return
+        report = self.reports[split]
+        report.sets.append(set_name)
+        self.layout.prepare_split(self.root, split)
+        samples = self._samples(split, pages)
+        with tqdm(desc=f"Images of {split} ({set_name})", unit="image", leave=False) as progress:
+            for sample, outcome in fetch_all(samples, self.store, self._known, self.concurrency):
+                self._store(split, sample, outcome)
+                progress.update()
+                progress.set_postfix(
+                    cached=report.cached,
+                    downloaded=report.downloaded,
+                    failed=len(report.failed_images),
+                    refresh=False,
+                )
+
+    def _samples(self, split: str, pages: Iterable[Page]) -> Iterator[Sample]:
+        report = self.reports[split]
+        for page in pages:
+            report.elements += 1
+            sample = self.layout.build_sample(page, self.config)
+            if isinstance(sample, Skip):
+                report.skipped[sample] += 1
+                logger.debug(f"Element {page.id} skipped: {sample.value}")
+                continue
+            yield sample
+
+    def _known(self, sample: Sample) -> Fetched | None:
+        """An image already on disk: written for another set, or in the cache."""
+        if sample.page.id in self.written:
+            return Fetched(self.written[sample.page.id][1], reused=True)
+        path = self.store.cached(sample.request, sample.frame)
+        return Fetched(path, cached=True) if path is not None else None
+
+    def _store(self, split: str, sample: Sample, fetched: Fetched) -> None:
+        report = self.reports[split]
+        page = sample.page
+        if fetched.error is not None:
+            report.skipped[Skip.ImageFailed] += 1
+            source = self.store.source.describe(sample.request)
+            report.failed_images.append(
+                {"element": page.id, "source": source, "reason": str(fetched.error)}
+            )
+            logger.warning(f"Element {page.id} dropped: {source}: {fetched.error}")
+            return
+        if fetched.reused:
+            first_split = self.written[page.id][0]
+            if first_split == split:
+                report.skipped[Skip.SameSplit] += 1
+                logger.warning(f"Element {page.id} is in two sets of the {split} split: kept once")
+                return
+            self.leaks.setdefault(page.id, {first_split}).add(split)
+        elif fetched.cached:
+            report.cached += 1
+        else:
+            report.downloaded += 1
+        target = self.layout.image_path(self.root, split, sample)
+        with disk_space(self.root):
+            link_or_copy(fetched.path, target)
+            self.layout.write_label(self.root, split, sample)
+        self.written.setdefault(page.id, (split, target))
+        report.images += 1
+        report.objects.update(sample.objects)
+        report.skipped.update(sample.skipped)
+        report.several_parts += sample.several_parts
+        size = (sample.request.width, sample.request.height)
+        self.shape.add_element(split, page.id, sample.labelled, size)
+        with disk_space(self.root):
+            self.truths.add(split, sample, target)
+
+    def finish(self) -> ExtractedDataset:
+        """Write summary.json and log it, check the dataset can be trained on, write what
+        Ultralytics reads."""
+        for element_id, splits in sorted(self.leaks.items()):
+            logger.warning(
+                f"Element {element_id} is in several splits ({', '.join(sorted(splits))})"
+            )
+        self.truths.close()
+        config = self.config
+        derivation = derive(self.shape, config.image_size, config.training_kwargs)
+        summary = {
+            "splits": {
+                split: report.as_dict(config.class_names) for split, report in self.reports.items()
+            },
+            "leaks": {element: sorted(splits) for element, splits in sorted(self.leaks.items())},
+            "derived": derivation.as_dict(),
+        }
+        summary_file = DatasetFiles(self.root).summary
+        summary_file.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+        logger.info("Extraction summary:\n" + summary_table(summary["splits"]))
+        if derivation.figures["sizes"]:
+            logger.info("Object sizes:\n" + sizes_table(derivation.figures))
+        log_derivation(derivation)
+        return open_dataset(self.root, self.reports, derivation, self.layout, config)

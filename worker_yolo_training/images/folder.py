@@ -1,0 +1,123 @@
+"""Full images read from a local folder (`--images`), cropped and resized here.
+
+Local archival scans are the user's own files and may exceed Pillow's decompression-bomb limit
+(`Image.MAX_IMAGE_PIXELS`, 89 Mpx; twice that is refused). That limit is process-wide: lifting it
+would take the guard away from every other image the process opens (IIIF answers included). So
+the limit is left as it is, and a local file is opened with this module's own, explicit check
+(`open_scan`: `FOLDER_MAX_PIXELS`), then cropped in bands that each stay under Pillow's limit
+(`crop`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from worker_yolo_training.images.request import DECODE_ERRORS, CropRequest, ImageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
+# The largest local scan read (8 bits RGB: 6 GiB decoded); larger ones are reported as failed
+FOLDER_MAX_PIXELS = 1 << 31
+
+
+def open_scan(path: Path, max_pixels: int = FOLDER_MAX_PIXELS) -> Image.Image:
+    """Open a local image file, refusing one of more than `max_pixels` pixels, whatever
+    Pillow's process-wide limit: the file is identified by Pillow's registered formats, as
+    `Image.open` does, without its decompression-bomb check."""
+    Image.init()
+    with path.open("rb") as file:
+        prefix = file.read(16)
+    for name in Image.ID:
+        factory, accept = Image.OPEN[name]
+        accepted = accept(prefix) if accept is not None else True
+        if isinstance(accepted, str) or not accepted:
+            continue
+        try:
+            image = factory(str(path))
+        except (SyntaxError, IndexError, TypeError):
+            continue  # not this format after all (what `Image.open` does too)
+        if image.width * image.height > max_pixels:
+            image.close()
+            raise ImageError(
+                f"{path} is {image.width}×{image.height} px: more than {max_pixels} pixels"
+            )
+        return image
+    raise UnidentifiedImageError(f"cannot identify image file {str(path)!r}")
+
+
+def crop(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
+    """`image.crop(box)`, made of bands that each stay under Pillow's decompression-bomb limit
+    when the whole crop would not (the pixels are the same)."""
+    left, top, right, bottom = box
+    width, height = right - left, bottom - top
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None or width * height <= limit:
+        return image.crop(box)
+    image.load()
+    region = Image.new(image.mode, (width, height))
+    region.info = image.info.copy()
+    if image.palette is not None:
+        region.palette = image.palette.copy()
+    rows = max(1, limit // max(1, width))
+    for y in range(top, bottom, rows):
+        region.paste(image.crop((left, y, right, min(bottom, y + rows))), (0, y - top))
+    return region
+
+
+class FolderSource:
+    """Full images read from a folder holding one file per image id (`<image id>.jpg`, ...)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def path(self, image_id: str) -> Path:
+        """The file of an image, inside the folder only (an id such as `../x` is refused)."""
+        for extension in IMAGE_EXTENSIONS:
+            candidate = self.folder / f"{image_id}{extension}"
+            if candidate.parent != self.folder or "\0" in image_id:
+                raise ImageError(
+                    f"image id {image_id!r} is not a plain file name: not looked for outside "
+                    f"{self.folder}"
+                )
+            if candidate.is_file():
+                return candidate
+        raise ImageError(f"no file for image {image_id} in {self.folder}")
+
+    def describe(self, request: CropRequest) -> str:
+        crop = request.crop
+        return (
+            f"{self.folder.resolve()}/{request.image.id}"
+            f"#{crop.x},{crop.y},{crop.width},{crop.height}@{request.width},{request.height}"
+        )
+
+    def fetch(self, request: CropRequest) -> Image.Image:
+        path = self.path(request.image.id)
+        try:
+            with open_scan(path) as full:
+                region = crop(full, self._scaled_box(request, full.size, path))
+                if (request.width, request.height) != region.size:
+                    region = region.resize(
+                        (request.width, request.height), Image.Resampling.LANCZOS
+                    )
+                region.load()
+                return region
+        except DECODE_ERRORS as error:
+            raise ImageError(f"not a valid image ({error}) at {path}") from error
+
+    @staticmethod
+    def _scaled_box(request: CropRequest, size: tuple[int, int], path: Path) -> tuple:
+        """The crop in the file's pixels: a file may be a resized copy of the export's image."""
+        image, crop = request.image, request.crop
+        scale_x, scale_y = size[0] / image.width, size[1] / image.height
+        if abs(scale_x - scale_y) > 0.01 * max(scale_x, scale_y):
+            raise ImageError(
+                f"{path} is {size[0]}×{size[1]} px but the export says image {image.id} is "
+                f"{image.width}×{image.height}: not the same picture"
+            )
+        return (
+            round(crop.x * scale_x),
+            round(crop.y * scale_y),
+            round((crop.x + crop.width) * scale_x),
+            round((crop.y + crop.height) * scale_y),
+        )
