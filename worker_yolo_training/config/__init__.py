@@ -15,7 +15,6 @@ from worker_yolo_training.config.arguments import (
 from worker_yolo_training.config.file import MAX_CONFIG_BYTES, read_config_file
 from worker_yolo_training.config.options import (
     GROUP_SEPARATOR,
-    MODEL_SIZES,
     OPTIONS,
     ConfigurationError,
     Option,
@@ -43,7 +42,6 @@ __all__ = [
     "IMAGE_TIMEOUT",
     "MANUAL",
     "MAX_CONFIG_BYTES",
-    "MODEL_SIZES",
     "NOT_TRAINING_ARGUMENTS",
     "OPTIMIZERS",
     "OPTIONS",

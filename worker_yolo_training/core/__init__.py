@@ -40,7 +40,7 @@ from worker_yolo_training.core.layout import (
     clear_previous_run,
 )
 from worker_yolo_training.core.mode import Mode
-from worker_yolo_training.core.tables import escape, markdown_table, table_row
+from worker_yolo_training.core.tables import escape, markdown_table
 from worker_yolo_training.core.truth import (
     ElementTruth,
     Points,
@@ -84,7 +84,6 @@ __all__ = [
     "read_truths",
     "safe_name",
     "segmenter_configuration",
-    "table_row",
     "truth_line",
     "write_text",
 ]

@@ -8,7 +8,6 @@ from worker_yolo_training.export.file import (
     check_export_file,
 )
 from worker_yolo_training.export.reader import (
-    Child,
     ClassificationInfo,
     DatasetInfo,
     Export,
@@ -17,9 +16,6 @@ from worker_yolo_training.export.reader import (
     StatementCounter,
     open_export,
     page_defect,
-    polygon_problem,
-    shorten,
-    split_sets,
 )
 from worker_yolo_training.export.sets import (
     SPLIT_OF_SET,
@@ -35,7 +31,6 @@ __all__ = [
     "SPLITS",
     "SPLIT_OF_SET",
     "SUPPORTED_EXPORT_VERSIONS",
-    "Child",
     "ClassSource",
     "ClassificationInfo",
     "DatasetInfo",
@@ -49,9 +44,6 @@ __all__ = [
     "check_inputs",
     "open_export",
     "page_defect",
-    "polygon_problem",
     "select_sets",
-    "shorten",
     "split_of",
-    "split_sets",
 ]

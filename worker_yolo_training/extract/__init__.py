@@ -6,28 +6,23 @@ from worker_yolo_training.extract.dataset import (
     DatasetFormat,
     ExtractedDataset,
     SplitReport,
-    check_trainable,
     load_dataset,
     open_dataset,
     summary_table,
 )
 from worker_yolo_training.extract.derived import (
-    DEFAULT_MAX_DET,
     Derivation,
     Setting,
     derivation_from_summary,
     derive,
     sizes_table,
 )
-from worker_yolo_training.extract.sample import MIN_IMAGE_SIDE, Sample, element_crop
+from worker_yolo_training.extract.sample import Sample, element_crop
 from worker_yolo_training.extract.shape import DatasetShape, Histogram
-from worker_yolo_training.extract.truth import MAX_TRAIN_ELEMENTS, TruthWriter
+from worker_yolo_training.extract.truth import TruthWriter
 from worker_yolo_training.extract.writer import DatasetWriter
 
 __all__ = [
-    "DEFAULT_MAX_DET",
-    "MAX_TRAIN_ELEMENTS",
-    "MIN_IMAGE_SIDE",
     "DatasetFormat",
     "DatasetShape",
     "DatasetWriter",
@@ -38,7 +33,6 @@ __all__ = [
     "Setting",
     "SplitReport",
     "TruthWriter",
-    "check_trainable",
     "derivation_from_summary",
     "derive",
     "element_crop",

@@ -2,10 +2,8 @@
 HTTP with timeouts, caps and fail-fast; `FolderSource` from a local folder), the verified crop
 cache (`CropStore`) and bounded-concurrency fetching."""
 
-from worker_yolo_training.images.fetching import Fetchable, Fetched, fetch_all
+from worker_yolo_training.images.fetching import Fetched, fetch_all
 from worker_yolo_training.images.folder import (
-    FOLDER_MAX_PIXELS,
-    IMAGE_EXTENSIONS,
     FolderSource,
     open_scan,
 )
@@ -28,11 +26,8 @@ from worker_yolo_training.images.store import (
 )
 
 __all__ = [
-    "FOLDER_MAX_PIXELS",
-    "IMAGE_EXTENSIONS",
     "CropRequest",
     "CropStore",
-    "Fetchable",
     "Fetched",
     "FolderSource",
     "IIIFSource",
