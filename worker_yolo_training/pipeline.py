@@ -23,7 +23,7 @@ from arkindex_worker.models import DatasetSet
 
 from worker_yolo_training import export, train
 from worker_yolo_training.config import TrainingConfig, key_of, recorded_settings
-from worker_yolo_training.core import RunLayout
+from worker_yolo_training.core import RunLayout, printable
 from worker_yolo_training.evaluate import Evaluation
 from worker_yolo_training.extract import DatasetWriter, ExtractedDataset
 from worker_yolo_training.images import CropStore, ImageSource
@@ -100,7 +100,9 @@ def extract(
     with export.StatementCounter() as statements:
         for dataset_set in inputs.sets:
             dataset = dataset_set.dataset
-            logger.info(f"Extracting set {dataset_set.name} of dataset {dataset.name}")
+            logger.info(
+                f"Extracting set {printable(dataset_set.name)} of dataset {printable(dataset.name)}"
+            )
             with export.open_export(inputs.exports[dataset.id]) as opened:
                 writer.add_set(dataset_set.name, mode.pages(opened, dataset.id, dataset_set.name))
     logger.info(f"Extraction SQL statements: {statements.count}")

@@ -20,10 +20,15 @@ from typing import Any
 from arkindex_worker.models import DatasetSet
 
 from worker_yolo_training.config import ConfigurationError, TrainingConfig
-from worker_yolo_training.core import RunLayout, clear_previous_run
+from worker_yolo_training.core import RunLayout, clear_previous_run, write_text
 from worker_yolo_training.extract import DatasetFormat, ExtractedDataset, load_dataset
 
 logger = logging.getLogger(__name__)
+
+# The format of run.json; a run.json of another format is not resumed
+FINGERPRINT_VERSION = 1
+FINGERPRINT_KEYS = ("version", "exports", "configuration", "sets", "images")
+START_AGAIN = "run without --resume to start again"
 
 
 def run_fingerprint(
@@ -38,6 +43,7 @@ def run_fingerprint(
         with open(path, "rb") as export:
             digests[dataset_id] = hashlib.file_digest(export, "sha256").hexdigest()
     return {
+        "version": FINGERPRINT_VERSION,
         "exports": digests,
         "configuration": json.loads(json.dumps(raw_config, sort_keys=True, default=str)),
         "sets": sorted(f"{s.dataset.id}:{s.name}" for s in sets),
@@ -68,30 +74,31 @@ def start_run(
 ) -> Start:
     """A fresh start (a previous run's outputs removed) or, with `resume`, what can be reused.
 
-    :raises ConfigurationError: nothing to resume, the run is complete, or its inputs changed
-        (saying which).
+    :raises ConfigurationError: nothing to resume, run.json damaged, the run is complete, or its
+        inputs changed (saying which).
+    :raises OutputFolderError: (a fresh start) outputs there without the run.json of a run.
     """
     if not resume:
         removal = clear_previous_run(layout)
         layout.root.mkdir(parents=True, exist_ok=True)
-        layout.fingerprint.write_text(json.dumps(fingerprint, indent=2))
+        write_text(layout.fingerprint, json.dumps(fingerprint, indent=2))
         return Start(removal=removal)
-    if not layout.fingerprint.is_file():
-        raise ConfigurationError(
-            [f"--resume: nothing to resume in {layout.root} (no {layout.fingerprint.name}); "
-             "run without --resume"]
-        )  # fmt: skip
-    previous = json.loads(layout.fingerprint.read_text())
+    previous = read_fingerprint(layout)
     changed = [key for key in fingerprint if previous.get(key) != fingerprint[key]]
     if changed:
         raise ConfigurationError(
             [f"--resume: the {', '.join(changed)} changed since the run in {layout.root} "
-             "started; run without --resume to start again"]
+             f"started; {START_AGAIN}"]
         )  # fmt: skip
-    if layout.metrics.is_file():
+    if layout.archive.is_file():
         raise ConfigurationError(
             [f"--resume: the run in {layout.root} is complete, nothing to resume"]
         )
+    for path in layout.evaluation_outputs():  # evaluated again, whole
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     dataset = load_dataset(layout.dataset, dataset_format, config)
     if dataset is None:
         shutil.rmtree(layout.dataset, ignore_errors=True)
@@ -102,3 +109,39 @@ def start_run(
         + (f", training continued from {last}" if last else ", training from the start")
     )
     return Start(dataset=dataset, last_weights=last)
+
+
+def read_fingerprint(layout: RunLayout) -> dict:
+    """The run.json of the run to resume.
+
+    :raises ConfigurationError: there is none, or it is damaged, foreign or of another format
+        (saying which).
+    """
+    path = layout.fingerprint
+    if not path.is_file():
+        raise ConfigurationError(
+            [f"--resume: nothing to resume in {layout.root} (no {path.name}); {START_AGAIN}"]
+        )
+    try:
+        previous = json.loads(path.read_bytes())
+    except ValueError as error:
+        raise ConfigurationError(
+            [f"--resume: {path} is damaged ({error}); {START_AGAIN}"]
+        ) from None
+    if not isinstance(previous, dict):
+        kind = type(previous).__name__
+        raise ConfigurationError(
+            [f"--resume: {path} holds a JSON {kind}, not the record of a run; {START_AGAIN}"]
+        )
+    missing = [key for key in FINGERPRINT_KEYS if key not in previous]
+    if missing:
+        raise ConfigurationError(
+            [f"--resume: {path} lacks {', '.join(missing)} (edited, or not written by this "
+             f"worker); {START_AGAIN}"]
+        )  # fmt: skip
+    if previous["version"] != FINGERPRINT_VERSION:
+        raise ConfigurationError(
+            [f"--resume: {path} is of format {previous['version']!r}, this worker reads "
+             f"{FINGERPRINT_VERSION} (written by another version); {START_AGAIN}"]
+        )  # fmt: skip
+    return previous

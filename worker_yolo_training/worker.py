@@ -28,11 +28,13 @@ from worker_yolo_training.config import (
     TrainingConfig,
     add_arguments,
     check_arguments,
+    check_folders,
     key_of,
+    local_cache,
     parse_config,
     read_config_file,
 )
-from worker_yolo_training.core import DiskFullError, RunLayout
+from worker_yolo_training.core import DiskFullError, OutputFolderError, RunLayout, output_lock
 from worker_yolo_training.images import (
     FolderSource,
     IIIFSource,
@@ -61,6 +63,7 @@ INPUT_ERRORS = (
     export.ExtractionError,
     train.BaseModelError,
     DiskFullError,
+    OutputFolderError,
     export.ExportError,
     ImageServerUnreachable,
     StorageError,
@@ -129,6 +132,7 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
             logger.error(
                 f"Interrupted by {interruption.signal_name}: temporary files removed, "
                 "no model version published"
+                + (". To continue, run the same command with --resume" if self.local else "")
             )
             self.cleanup()
             logging.shutdown()
@@ -163,6 +167,8 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         """Arguments and configuration, validated once, before anything is read or fetched."""
         self.configure()
         check_arguments(self.args, self.local)
+        if self.local:
+            check_folders(self.args)
         config = parse_config(self.config)
         if config.contrast:
             logger.warning(
@@ -242,7 +248,8 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         the end (only the results archive goes to the work dir, whose files become artifacts)."""
         if self.local:
             self.args.output.mkdir(parents=True, exist_ok=True)
-            yield self.args.output
+            with output_lock(RunLayout(self.args.output).lock):
+                yield self.args.output
             return
         self.task_data_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="yolo-training-", dir=self.task_data_dir) as root:
@@ -268,13 +275,10 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         )
         if self.args.no_cache:
             folder = RunLayout(root).crops_scratch
-        elif self.args.cache_dir:
-            folder = self.args.cache_dir
-        elif not self.local:
-            folder = self.task_data_dir / "image-cache"
+        elif self.local or self.args.cache_dir:
+            folder = local_cache(self.args)
         else:
-            cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-            folder = cache_home / "worker-yolo-training" / "images"
+            folder = self.task_data_dir / "image-cache"
         return crop_stores(source, folder, config.contrast, keep=not self.args.no_cache)
 
     def publish(

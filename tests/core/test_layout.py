@@ -11,12 +11,20 @@ import pytest
 
 from tests.exports import ExportBuilder, rectangle
 from tests.helpers import run_local, write_config
-from worker_yolo_training.core import RunLayout, clear_previous_run, files, safe_name
+from worker_yolo_training.core import (
+    OutputFolderError,
+    RunLayout,
+    clear_previous_run,
+    files,
+    safe_name,
+)
 
 
-def previous_run(root: Path) -> RunLayout:
+def previous_run(root: Path, proof: bool = True) -> RunLayout:
+    """Outputs as an earlier run left them (with its run.json unless `proof` is False)."""
     layout = RunLayout(root)
-    for path in (layout.summary, layout.metrics, layout.model_dir / "model.pt"):
+    written = [layout.summary, layout.metrics, layout.model_dir / "model.pt"]
+    for path in written + ([layout.fingerprint] if proof else []):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("old")
     (layout.evaluation("test") / "old.png").parent.mkdir(parents=True)
@@ -36,6 +44,22 @@ def test_previous_run_is_moved_aside_then_deleted(tmp_path, caplog):
     thread.join()
     assert [path.name for path in layout.root.iterdir()] == ["notes.txt"]
     assert "dataset" in caplog.text and "eval_test" in caplog.text and "metrics.json" in caplog.text
+
+
+def test_only_the_outputs_of_a_run_are_cleared(tmp_path):
+    layout = previous_run(tmp_path / "out")
+    (layout.root / "eval_notes").mkdir()
+    (layout.root / "my-data").mkdir()
+    clear_previous_run(layout).join()
+    assert sorted(path.name for path in layout.root.iterdir()) == ["eval_notes", "my-data"]
+
+
+def test_outputs_without_the_run_json_of_a_run_are_refused_and_kept(tmp_path):
+    layout = previous_run(tmp_path / "out", proof=False)
+    before = sorted(path.relative_to(layout.root) for path in layout.root.rglob("*"))
+    with pytest.raises(OutputFolderError, match=r"out holds dataset, metrics\.json.* no run\.json"):
+        clear_previous_run(layout)
+    assert sorted(path.relative_to(layout.root) for path in layout.root.rglob("*")) == before
 
 
 def test_nothing_to_clear(tmp_path):

@@ -824,8 +824,11 @@ def test_summary_counts_the_objects_of_several_parts(extraction, scenario):
 def test_nothing_is_written_outside_the_dataset_folder(extraction, scenario):
     dataset = extraction.output / "dataset"
     outside = [path for path in extraction.new_files if not path.is_relative_to(dataset)]
-    # Beside the dataset: only what --resume checks
-    assert outside == [extraction.output / "run.json"]
+    # Beside the dataset: only what --resume checks, and the lock of the run using the folder
+    assert sorted(outside) == [
+        extraction.output / ".worker-yolo-training.lock",
+        extraction.output / "run.json",
+    ]
     datasets = [extraction.root / f"out_{mode}" / "dataset" for mode in MODES]
     for path in all_files(extraction.root.parent):
         if "evil" in path.name:
@@ -849,7 +852,8 @@ def test_nothing_is_written_outside_the_dataset_folder(extraction, scenario):
     truth_files = len(list((dataset / "truth").glob("*.jsonl")))
     assert truth_files == sum(bool(list((dataset / "images" / s).glob("*"))) for s in SPLITS)
     expected_files = (
-        3
+        len(outside)
+        + 2  # data.yaml, summary.json
         + truth_files
         + 2
         * sum(page.image is not None for split in SPLITS for page in scenario.memberships(split))

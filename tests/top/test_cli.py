@@ -117,7 +117,7 @@ def test_sample_end_to_end(tmp_path):
     config.write_text(yaml.safe_dump({**sample_config, "num_epochs": 1}))
     output = tmp_path / "out"
     # A previous run's outputs in the same folder must not end in this run's archive
-    for stale in ("eval_other/stale.png", "training/stale.csv", "eval_test/stale.png"):
+    for stale in ("run.json", "training/stale.csv", "eval_test/stale.png", "eval_other/mine.png"):
         (output / stale).parent.mkdir(parents=True, exist_ok=True)
         (output / stale).write_text("old run")
     run_local(
@@ -151,7 +151,9 @@ def test_sample_end_to_end(tmp_path):
     assert not any(name.endswith(".pt") for name in names)
     assert "training/results.csv" in names
     assert not any("stale" in name or "eval_other" in name for name in names)
-    assert not list(output.glob("eval_other")) and not list(output.rglob("stale*"))
+    assert not list(output.rglob("stale*"))
+    # Not a name the worker writes: the user's, kept
+    assert (output / "eval_other" / "mine.png").read_text() == "old run"
 
     metrics = json.loads((output / "metrics.json").read_text())
     assert set(metrics) == {"train", "val", "test", "pages"}

@@ -351,7 +351,7 @@ def test_python_tags_run_nothing(tmp_path):
 def test_missing_unreadable_large_or_binary_files_are_refused(tmp_path):
     with pytest.raises(ConfigurationError, match=r"missing.yml: cannot read .*No such file"):
         read_config_file(tmp_path / "missing.yml")
-    with pytest.raises(ConfigurationError, match=rf"{tmp_path}: cannot read .*Is a directory"):
+    with pytest.raises(ConfigurationError, match=rf"{tmp_path}: cannot read .*it is a directory"):
         read_config_file(tmp_path)
     large = tmp_path / "large.yml"
     large.write_text("class_names: [a]\n" + "#" * MAX_CONFIG_BYTES)

@@ -84,7 +84,7 @@ def test_changed_configuration_or_a_complete_run_are_not_resumed(tmp_path):
     assert changed.returncode == 2
     assert "the configuration changed" in changed.stderr
 
-    (output / "metrics.json").write_text("{}")
+    (output / "results.tar.zst").write_bytes(b"")  # what a run writes last
     complete = run_resume(sample_config(tmp_path), output)
     assert complete.returncode == 2 and "is complete, nothing to resume" in complete.stderr
 

@@ -11,6 +11,8 @@ from worker_yolo_training.config.arguments import (
     IMAGE_TIMEOUT,
     add_arguments,
     check_arguments,
+    check_folders,
+    local_cache,
 )
 from worker_yolo_training.config.file import MAX_CONFIG_BYTES, read_config_file
 from worker_yolo_training.config.options import (
@@ -51,7 +53,9 @@ __all__ = [
     "TrainingConfig",
     "add_arguments",
     "check_arguments",
+    "check_folders",
     "key_of",
+    "local_cache",
     "parse_config",
     "read_config_file",
     "recorded_settings",

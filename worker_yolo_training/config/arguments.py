@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from worker_yolo_training.config.options import ConfigurationError
+from worker_yolo_training.core import not_a_file
 
 # Images downloaded at once
 DEFAULT_CONCURRENCY = 32
@@ -66,8 +68,12 @@ def check_arguments(args: argparse.Namespace, local: bool) -> None:
     :raises ConfigurationError: one line per problem.
     """
     problems = []
-    if local and (args.database is None or not args.database.is_file()):
-        problems.append(f"--database: no export at {args.database} (local mode needs one)")
+    if local and args.database is None:
+        problems.append("--database: local mode needs an export (a SQLite file)")
+    elif local and (why := not_a_file(args.database)):
+        problems.append(
+            f"--database: no export at {args.database} ({why}): give the SQLite export file"
+        )
     if args.resume and not local:
         problems.append("--resume works in local mode only (--database)")
     if args.images is not None and not args.images.is_dir():
@@ -82,3 +88,42 @@ def check_arguments(args: argparse.Namespace, local: bool) -> None:
         problems.append(f"--image-timeout must be positive, got {args.image_timeout}")
     if problems:
         raise ConfigurationError(problems)
+
+
+def local_cache(args: argparse.Namespace) -> Path | None:
+    """The image cache of a local run: --cache-dir, else the user's cache folder; None with
+    --no-cache (crops then go to a scratch folder inside --output)."""
+    if args.no_cache:
+        return None
+    if args.cache_dir:
+        return args.cache_dir
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache_home / "worker-yolo-training" / "images"
+
+
+def _nested(inner: Path, outer: Path) -> bool:
+    return inner.resolve().is_relative_to(outer.resolve())
+
+
+def check_folders(args: argparse.Namespace) -> None:
+    """A local run's --output shares no folder with its inputs: it is cleared at start, and
+    what it holds goes into the results archive. Checked before anything is written.
+
+    :raises ConfigurationError: one line per overlap, naming both paths.
+    """
+    output = args.output
+    problems = []
+    folders = {"--images": args.images, "the image cache": local_cache(args)}
+    for name, folder in folders.items():
+        if folder is not None and _nested(output, folder):
+            problems.append(f"--output {output} is inside {name} {folder}")
+        elif folder is not None and _nested(folder, output):
+            problems.append(f"{name} {folder} is inside --output {output}")
+    if args.database.resolve().parent == output.resolve():
+        problems.append(f"--output {output} is the folder of the export {args.database}")
+    elif _nested(args.database, output):
+        problems.append(f"the export {args.database} is inside --output {output}")
+    if problems:
+        raise ConfigurationError(
+            [f"{problem}: choose an --output folder apart from the inputs" for problem in problems]
+        )

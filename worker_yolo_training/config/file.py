@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from worker_yolo_training.config.options import ConfigurationError
+from worker_yolo_training.core import not_a_file
 
 # A configuration is a few hundred bytes: anything near this is not one
 MAX_CONFIG_BYTES = 1_000_000
@@ -31,6 +32,8 @@ def _problem(path: Path, message: str, mark: Any = None) -> ConfigurationError:
 
 
 def _read_text(path: Path) -> str:
+    if why := not_a_file(path):  # never open a FIFO: it would wait for a writer
+        raise _problem(path, f"cannot read the configuration file ({why})")
     try:
         with path.open("rb") as file:
             data = file.read(MAX_CONFIG_BYTES + 1)

@@ -5,9 +5,13 @@ inference workers, Markdown tables."""
 
 from worker_yolo_training.core.files import (
     DISK_FULL,
+    NAME_MAX_BYTES,
     DiskFullError,
     disk_space,
     link_or_copy,
+    not_a_file,
+    partial_path,
+    printable,
     safe_name,
     write_text,
 )
@@ -34,11 +38,14 @@ from worker_yolo_training.core.inference import (
 from worker_yolo_training.core.layout import (
     CHECKPOINTS,
     MODEL_FILE,
+    SPLITS,
+    STAGING_PREFIX,
     DatasetFiles,
     RunLayout,
     checkpoint,
     clear_previous_run,
 )
+from worker_yolo_training.core.lock import OutputFolderError, output_lock
 from worker_yolo_training.core.mode import Mode
 from worker_yolo_training.core.tables import escape, markdown_table
 from worker_yolo_training.core.truth import (
@@ -55,9 +62,12 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "DISK_FULL",
     "MODEL_FILE",
+    "NAME_MAX_BYTES",
     "SEGMENTER_IOU",
     "SEGMENTER_KEYS",
     "SEGMENTER_MODES",
+    "SPLITS",
+    "STAGING_PREFIX",
     "Box",
     "DatasetFiles",
     "DiskFullError",
@@ -65,6 +75,7 @@ __all__ = [
     "Frame",
     "Label",
     "Mode",
+    "OutputFolderError",
     "Points",
     "Prediction",
     "RunLayout",
@@ -78,9 +89,13 @@ __all__ = [
     "label_line",
     "link_or_copy",
     "markdown_table",
+    "not_a_file",
     "object_label",
     "object_labels",
     "oriented_labels",
+    "output_lock",
+    "partial_path",
+    "printable",
     "read_truths",
     "safe_name",
     "segmenter_configuration",

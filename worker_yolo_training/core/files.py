@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,35 @@ from pathlib import Path
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 # A file name is at most 255 bytes on common file systems; keep room for suffixes
 MAX_NAME = 100
+# What the common file systems (ext4, XFS, btrfs, APFS, NTFS) accept as one name, in bytes
+NAME_MAX_BYTES = 255
+# What is not a regular file, as a user would call it
+FILE_KINDS = (
+    (stat.S_ISDIR, "it is a directory"),
+    (stat.S_ISFIFO, "it is a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "it is a socket"),
+    (stat.S_ISCHR, "it is a character device"),
+    (stat.S_ISBLK, "it is a block device"),
+)
+
+
+def printable(text: object) -> str:
+    """A value from an export as a log line may show it: control characters (a newline, a NUL,
+    an escape sequence) written as Python escapes, so that no id can split or forge a line."""
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in str(text))
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why `path` cannot be read as a file (it is missing, or a directory, a FIFO, a device,
+    a socket), or None for a regular file (a link to one included). Never opens it: opening a
+    FIFO would wait for a writer."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        return error.strerror
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in FILE_KINDS if test(mode)), "it is not a regular file")
 
 
 def safe_name(element_id: str) -> str:
@@ -30,6 +60,11 @@ class DiskFullError(Exception):
     """No space left where the run writes; the message names the folder."""
 
 
+def partial_path(path: Path) -> Path:
+    """Where `path` is written before it is renamed to its name, complete."""
+    return path.with_name(f".{path.name}.partial")
+
+
 def link_or_copy(source: Path, target: Path) -> None:
     """Hard-link a cached image into the dataset (no copy), or copy across file systems; a
     copy is written beside the target then renamed, so that no truncated image is left."""
@@ -41,7 +76,7 @@ def link_or_copy(source: Path, target: Path) -> None:
     except OSError as error:
         if error.errno in DISK_FULL:
             raise
-        partial = target.with_name(f".{target.name}.partial")
+        partial = partial_path(target)
         try:
             shutil.copyfile(source, partial)
             partial.replace(target)
@@ -51,7 +86,7 @@ def link_or_copy(source: Path, target: Path) -> None:
 
 def write_text(path: Path, text: str) -> None:
     """Write a file beside its final name then rename it: never a truncated label file."""
-    partial = path.with_name(f".{path.name}.partial")
+    partial = partial_path(path)
     try:
         partial.write_text(text)
         partial.replace(path)
@@ -60,14 +95,16 @@ def write_text(path: Path, text: str) -> None:
 
 
 @contextmanager
-def disk_space(folder: Path) -> Iterator[None]:
-    """A full disk stops the run with a message naming the folder, not a traceback."""
+def disk_space(folder: Path, needed: int | None = None) -> Iterator[None]:
+    """A full disk stops the run with a message naming the folder (and the space the write
+    needs, when known), not a traceback."""
     try:
         yield
     except OSError as error:
         if error.errno not in DISK_FULL:
             raise
+        size = f"; about {needed / 1e6:.1f} MB are needed" if needed is not None else ""
         raise DiskFullError(
-            f"No space left to write in {folder} ({error.strerror}): free some space, or "
+            f"No space left to write in {folder} ({error.strerror}{size}): free some space, or "
             "choose another folder."
         ) from error

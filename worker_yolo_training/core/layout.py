@@ -10,7 +10,10 @@ OUT/
   metrics.json, evaluation.md, training.json, model_version.json, run.json (what --resume checks)
   model/model.pt         the published model directory
   results.tar.zst        the results archive (its members: `publish.results_members`)
+  .worker-yolo-training.lock   held by the run using the folder (`lock.py`)
 ```
+
+run.json is also the proof that the outputs are the worker's: a new run clears them only then.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker_yolo_training.core.files import partial_path
+from worker_yolo_training.core.lock import OutputFolderError
+
 logger = logging.getLogger(__name__)
 
 # The only file of a published model directory (what the inference workers load)
@@ -29,8 +35,12 @@ MODEL_FILE = "model.pt"
 # Ultralytics' checkpoints folder in each of its run folders (`best.pt`, `last.pt`)
 CHECKPOINTS = "weights"
 EVALUATION_PREFIX = "eval_"
+# Ultralytics' splits, in the order they are written and evaluated
+SPLITS = ("train", "val", "test")
 # Where a new run moves a previous run's outputs before deleting them in the background
 PREVIOUS_RUN_PREFIX = ".previous-run-"
+# Where the results archive's members are gathered (left behind only by an interrupted run)
+STAGING_PREFIX = ".results-staging-"
 
 
 def checkpoint(run_folder: Path, which: str) -> Path:
@@ -88,6 +98,8 @@ class RunLayout:
     archive = At("results.tar.zst")
     # Image crops of a `--no-cache` run
     crops_scratch = At("crops.tmp")
+    # Held while a run uses the folder; not an output (never cleared nor archived)
+    lock = At(".worker-yolo-training.lock")
 
     @property
     def summary(self) -> Path:
@@ -108,21 +120,40 @@ class RunLayout:
         """Every prediction of a split, at every confidence, until the threshold is known."""
         return self.pages(split) / "all_predictions.jsonl"
 
+    def evaluation_outputs(self) -> list[Path]:
+        """What the evaluation and packaging write, after training."""
+        fixed = [self.metrics, self.evaluation_md, self.model_version, self.training_metadata]
+        fixed += [self.model_dir, partial_path(self.archive)]
+        return fixed + [self.evaluation(split) for split in SPLITS]
+
     def outputs(self) -> list[Path]:
         """What a previous run may have left here, the dataset first."""
         fixed = [self.dataset, self.training, self.metrics, self.evaluation_md]
         fixed += [self.model_version, self.model_dir, self.archive, self.crops_scratch]
-        fixed += [self.fingerprint, self.training_metadata]
-        return fixed + sorted(self.root.glob(f"{EVALUATION_PREFIX}*"))
+        fixed += [self.fingerprint, self.training_metadata, partial_path(self.archive)]
+        return fixed + [self.evaluation(split) for split in SPLITS]
 
 
 def clear_previous_run(layout: RunLayout) -> threading.Thread | None:
     """Start from a clean layout: a previous run's outputs are moved aside at once (nothing of
     it can mix with this run) and deleted in the background (thousands of unlinks are kernel
-    time, done on another core). Returns the deleting thread, if any."""
+    time, done on another core). Returns the deleting thread, if any. Only the layout's own
+    names are touched, and only when the previous run's run.json is there.
+
+    :raises OutputFolderError: output names are there without run.json (the user's files?)."""
     # left by an interrupted run
-    leftovers = sorted(layout.root.glob(f"{PREVIOUS_RUN_PREFIX}*"))
+    leftovers = [
+        *layout.root.glob(f"{PREVIOUS_RUN_PREFIX}*"),
+        *layout.root.glob(f"{STAGING_PREFIX}*"),
+    ]
     existing = [path for path in layout.outputs() if path.exists()]
+    if existing and not layout.fingerprint.is_file():
+        names = ", ".join(path.name for path in existing)
+        raise OutputFolderError(
+            f"--output {layout.root} holds {names} but no {layout.fingerprint.name}: nothing "
+            "shows that an earlier run of the worker wrote them, so nothing is deleted. Move "
+            "them away or choose another --output"
+        )
     if existing:
         names = ", ".join(path.name for path in existing)
         logger.info(f"Removing the previous run's outputs from {layout.root}: {names}")

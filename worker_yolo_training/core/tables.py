@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from worker_yolo_training.core.files import printable
+
 
 def escape(value: Any) -> str:
-    """A value as a cell's text: a pipe would end the cell."""
-    return str(value).replace("|", "\\|")
+    """A value as a cell's text: a pipe would end the cell, a newline the row."""
+    return printable(value).replace("|", "\\|")
 
 
 def table_row(cells: Iterable[Any]) -> str:

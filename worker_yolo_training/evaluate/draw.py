@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from worker_yolo_training.core import ElementTruth, Prediction
+from worker_yolo_training.core import ElementTruth, Prediction, printable
 from worker_yolo_training.evaluate.score import worst_elements
 
 # Okabe-Ito blue and orange: told apart with the common colour-vision deficiencies
@@ -56,7 +56,7 @@ def _legend(
     total = len(truth.objects) + len(kept)
     f1 = 2 * sum(matched.values()) / total if total else 1.0
     lines = [
-        (f"{truth.element_id}  F1 {f1:.2f}", (0, 0, 0)),
+        (f"{printable(truth.element_id)}  F1 {f1:.2f}", (0, 0, 0)),
         ("annotation", TRUTH_COLOUR),
         ("prediction: class, confidence (✗: matches no annotation)", PREDICTION_COLOUR),
     ]

@@ -21,6 +21,7 @@ from worker_yolo_training.core import (
     ElementTruth,
     Points,
     Prediction,
+    escape,
     markdown_table,
 )
 
@@ -246,7 +247,7 @@ def worst_elements(elements: Sequence[dict], count: int) -> list[dict]:
 
 def _worst_row(split: str, element: dict) -> list:
     counts = [element[key] for key in ELEMENT_KEYS[:-1]]
-    return [split, f"`{element['element']}`", *counts, f"{element['f1']:.3f}"]
+    return [split, f"`{escape(element['element'])}`", *counts, f"{element['f1']:.3f}"]
 
 
 def worst_elements_table(

@@ -19,7 +19,6 @@ from worker_yolo_training.export.reader import (
 )
 from worker_yolo_training.export.sets import (
     SPLIT_OF_SET,
-    SPLITS,
     ClassSource,
     ExtractionError,
     check_inputs,
@@ -28,7 +27,6 @@ from worker_yolo_training.export.sets import (
 )
 
 __all__ = [
-    "SPLITS",
     "SPLIT_OF_SET",
     "SUPPORTED_EXPORT_VERSIONS",
     "ClassSource",

@@ -30,7 +30,7 @@ from arkindex_export import (
 from arkindex_export import database as export_database
 from peewee import JOIN, DatabaseError, fn
 
-from worker_yolo_training.core import Skip
+from worker_yolo_training.core import Skip, printable
 from worker_yolo_training.export.file import ExportError, check_export_file
 
 logger = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ def page_defect(page: Page) -> tuple[Skip, str] | None:
         return Skip.NoImage, ""
     if not (_positive_int(image.width) and _positive_int(image.height)):
         return Skip.BadImageSize, (
-            f"Element {page.id} skipped: its image {image.id} has width {shorten(image.width)} "
+            f"Element {printable(page.id)} skipped: its image {printable(image.id)} has width {shorten(image.width)} "
             f"and height {shorten(image.height)} in the export (positive integers expected)"
         )
     if page.polygon is None or page.polygon == []:
@@ -291,7 +291,7 @@ def page_defect(page: Page) -> tuple[Skip, str] | None:
     problem = polygon_problem(page.polygon)
     if problem:
         return Skip.ElementMalformed, (
-            f"Element {page.id} skipped: its polygon {problem}: {shorten(page.polygon)}"
+            f"Element {printable(page.id)} skipped: its polygon {problem}: {shorten(page.polygon)}"
         )
     return None
 

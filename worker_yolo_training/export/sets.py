@@ -11,11 +11,11 @@ from typing import Protocol
 from arkindex_worker.models import Dataset, DatasetSet
 
 from worker_yolo_training.config import TrainingConfig
+from worker_yolo_training.core import printable
 from worker_yolo_training.export.reader import DatasetInfo, Export, open_export
 
 # Arkindex set names → Ultralytics splits
 SPLIT_OF_SET = {"train": "train", "dev": "val", "val": "val", "validation": "val", "test": "test"}
-SPLITS = ("train", "val", "test")
 
 
 class ExtractionError(Exception):
@@ -42,7 +42,7 @@ def select_sets(
             listing = ", ".join(f"{d.id} ({d.name}: {', '.join(d.sets)})" for d in datasets)
             raise ExtractionError(
                 f"The export holds {len(by_id)} datasets; choose sets with "
-                f"--set DATASET_ID:SET ... Datasets: {listing or 'none'}"
+                f"--set DATASET_ID:SET ... Datasets: {printable(listing) or 'none'}"
             )
         (dataset,) = by_id.values()
         wanted = [(dataset.id, name) for name in dataset.sets]
@@ -52,8 +52,8 @@ def select_sets(
         dataset = by_id.get(str(dataset_id))
         if dataset is None or name not in dataset.sets:
             raise ExtractionError(
-                f"Set {dataset_id}:{name} is not in the export. Available: "
-                + ", ".join(f"{d.id}:{s}" for d in datasets for s in d.sets)
+                f"Set {printable(dataset_id)}:{printable(name)} is not in the export. Available: "
+                + printable(", ".join(f"{d.id}:{s}" for d in datasets for s in d.sets))
             )
         info = Dataset(id=dataset.id, name=dataset.name, sets=list(dataset.sets))
         sets.append(DatasetSet(name=name, dataset=info))

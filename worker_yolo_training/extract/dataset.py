@@ -4,6 +4,7 @@ out of it, the checks that it can be trained on, and what a mode decides of its 
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,10 +12,12 @@ from pathlib import Path
 from typing import Protocol
 
 from worker_yolo_training.config import TrainingConfig
-from worker_yolo_training.core import DatasetFiles, Skip, markdown_table
-from worker_yolo_training.export import SPLITS, ExtractionError, Page
+from worker_yolo_training.core import SPLITS, DatasetFiles, Skip, markdown_table
+from worker_yolo_training.export import ExtractionError, Page
 from worker_yolo_training.extract.derived import Derivation, derivation_from_summary
 from worker_yolo_training.extract.sample import Sample
+
+logger = logging.getLogger(__name__)
 
 
 class DatasetFormat(Protocol):
@@ -148,9 +151,13 @@ def load_dataset(
     path = DatasetFiles(root).summary
     if not path.is_file():
         return None
-    summary = json.loads(path.read_text())
-    reports = {split: SplitReport.from_dict(summary["splits"][split]) for split in SPLITS}
-    derivation = derivation_from_summary(summary["derived"], config.training_kwargs)
+    try:
+        summary = json.loads(path.read_text())
+        reports = {split: SplitReport.from_dict(summary["splits"][split]) for split in SPLITS}
+        derivation = derivation_from_summary(summary["derived"], config.training_kwargs)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        logger.warning(f"{path} is damaged ({type(error).__name__}: {error}): not reused")
+        return None
     return open_dataset(root, reports, derivation, layout, config)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker_yolo_training.config import IMAGE_SIZE_STRIDE
-from worker_yolo_training.core import Mode, markdown_table
+from worker_yolo_training.core import Mode, markdown_table, printable
 from worker_yolo_training.extract.shape import (
     DEFAULT_MASK_RATIO,
     IMAGE_PX_LIMIT,
@@ -78,13 +78,13 @@ def max_det_setting(shape: DatasetShape) -> Setting:
     count, element = max(shape.densest.values(), default=(0, None))
     if count <= DEFAULT_MAX_DET:
         evidence = (
-            f"At most {count} objects on one element ({element}): "
+            f"At most {count} objects on one element ({printable(element)}): "
             f"Ultralytics' default {DEFAULT_MAX_DET} keeps them all."
         )
         return Setting("max_det", DEFAULT_MAX_DET, evidence)
     value = math.ceil(count / MAX_DET_STEP) * MAX_DET_STEP
     evidence = (
-        f"element {element} holds {count} objects, more than Ultralytics' default "
+        f"element {printable(element)} holds {count} objects, more than Ultralytics' default "
         f"{DEFAULT_MAX_DET} predictions per image: raised to the next hundred."
     )
     return Setting("max_det", value, evidence)

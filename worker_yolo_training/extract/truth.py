@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import IO
 
-from worker_yolo_training.core import DatasetFiles, link_or_copy, truth_line
+from worker_yolo_training.core import DatasetFiles, link_or_copy, printable, truth_line
 from worker_yolo_training.extract.sample import Sample
 from worker_yolo_training.images import CropStore, ImageError
 
@@ -49,7 +49,7 @@ class TruthWriter:
             path, _ = self.plain_store.get(sample.request, sample.frame)
         except ImageError as error:
             logger.warning(
-                f"Element {sample.page.id} left out of the page-level evaluation: its image "
+                f"Element {printable(sample.page.id)} left out of the page-level evaluation: its image "
                 f"without contrast failed ({error})"
             )
             return None

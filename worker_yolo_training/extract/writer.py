@@ -15,8 +15,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from worker_yolo_training.config import TrainingConfig
-from worker_yolo_training.core import DatasetFiles, Skip, disk_space, link_or_copy
-from worker_yolo_training.export import SPLITS, Page, split_of
+from worker_yolo_training.core import (
+    SPLITS,
+    DatasetFiles,
+    Skip,
+    disk_space,
+    link_or_copy,
+    printable,
+)
+from worker_yolo_training.export import Page, split_of
 from worker_yolo_training.extract.dataset import (
     DatasetFormat,
     ExtractedDataset,
@@ -89,7 +96,7 @@ class DatasetWriter:
             sample = self.layout.build_sample(page, self.config)
             if isinstance(sample, Skip):
                 report.skipped[sample] += 1
-                logger.debug(f"Element {page.id} skipped: {sample.value}")
+                logger.debug(f"Element {printable(page.id)} skipped: {sample.value}")
                 continue
             yield sample
 
@@ -109,13 +116,15 @@ class DatasetWriter:
             report.failed_images.append(
                 {"element": page.id, "source": source, "reason": str(fetched.error)}
             )
-            logger.warning(f"Element {page.id} dropped: {source}: {fetched.error}")
+            logger.warning(f"Element {printable(page.id)} dropped: {source}: {fetched.error}")
             return
         if fetched.reused:
             first_split = self.written[page.id][0]
             if first_split == split:
                 report.skipped[Skip.SameSplit] += 1
-                logger.warning(f"Element {page.id} is in two sets of the {split} split: kept once")
+                logger.warning(
+                    f"Element {printable(page.id)} is in two sets of the {split} split: kept once"
+                )
                 return
             self.leaks.setdefault(page.id, {first_split}).add(split)
         elif fetched.cached:
@@ -141,7 +150,7 @@ class DatasetWriter:
         Ultralytics reads."""
         for element_id, splits in sorted(self.leaks.items()):
             logger.warning(
-                f"Element {element_id} is in several splits ({', '.join(sorted(splits))})"
+                f"Element {printable(element_id)} is in several splits ({', '.join(sorted(splits))})"
             )
         self.truths.close()
         config = self.config

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from worker_yolo_training.core import NAME_MAX_BYTES, printable
 from worker_yolo_training.images.request import DECODE_ERRORS, CropRequest, ImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
@@ -66,13 +67,23 @@ def crop(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
 
 
 class FolderSource:
-    """Full images read from a folder holding one file per image id (`<image id>.jpg`, ...)."""
+    """Full images read from a folder holding one file per image id (`<image id>.jpg`, ...).
+    Only files inside the folder are read: a link leading out of it is refused like a missing
+    file."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
+        self.real_folder = self.folder.resolve()
 
     def path(self, image_id: str) -> Path:
-        """The file of an image, inside the folder only (an id such as `../x` is refused)."""
+        """The file of an image, inside the folder only (an id such as `../x`, or a link to
+        another folder, is refused)."""
+        longest = max(len(f"{image_id}{extension}".encode()) for extension in IMAGE_EXTENSIONS)
+        if longest > NAME_MAX_BYTES:
+            raise ImageError(
+                f"image id {printable(image_id)} is too long for a file name ({longest} bytes, "
+                f"at most {NAME_MAX_BYTES}): not looked for in {self.folder}"
+            )
         for extension in IMAGE_EXTENSIONS:
             candidate = self.folder / f"{image_id}{extension}"
             if candidate.parent != self.folder or "\0" in image_id:
@@ -81,13 +92,22 @@ class FolderSource:
                     f"{self.folder}"
                 )
             if candidate.is_file():
-                return candidate
-        raise ImageError(f"no file for image {image_id} in {self.folder}")
+                return self._inside(candidate)
+        raise ImageError(f"no file for image {printable(image_id)} in {self.folder}")
+
+    def _inside(self, candidate: Path) -> Path:
+        real = candidate.resolve()
+        if not real.is_relative_to(self.real_folder):
+            raise ImageError(
+                f"{candidate} is a link to {real}, outside {self.folder}: not read (copy the "
+                "image into the folder)"
+            )
+        return candidate
 
     def describe(self, request: CropRequest) -> str:
         crop = request.crop
         return (
-            f"{self.folder.resolve()}/{request.image.id}"
+            f"{self.real_folder}/{printable(request.image.id)}"
             f"#{crop.x},{crop.y},{crop.width},{crop.height}@{request.width},{request.height}"
         )
 
@@ -112,7 +132,7 @@ class FolderSource:
         scale_x, scale_y = size[0] / image.width, size[1] / image.height
         if abs(scale_x - scale_y) > 0.01 * max(scale_x, scale_y):
             raise ImageError(
-                f"{path} is {size[0]}×{size[1]} px but the export says image {image.id} is "
+                f"{path} is {size[0]}×{size[1]} px but the export says image {printable(image.id)} is "
                 f"{image.width}×{image.height}: not the same picture"
             )
         return (

@@ -25,6 +25,7 @@ from arkindex_worker.models import DatasetSet
 from worker_yolo_training.config import MANUAL, TrainingConfig
 from worker_yolo_training.core import (
     DEFAULT_THRESHOLD,
+    SPLITS,
     Mode,
     Skip,
     classifier_configuration,
@@ -38,7 +39,6 @@ from worker_yolo_training.evaluate import (
     evaluate_classifier,
 )
 from worker_yolo_training.export import (
-    SPLITS,
     ClassificationInfo,
     Export,
     ExtractionError,

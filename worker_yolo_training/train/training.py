@@ -73,6 +73,9 @@ def train(
     from ultralytics import YOLO
 
     use_weights_dir()
+    if resume_from is not None and finished(resume_from):
+        logger.info(f"Training had finished ({resume_from}): its best weights are evaluated")
+        return checkpoint(run_folder, "best")
     if resume_from is not None:
         model = YOLO(str(resume_from), task=task)
         results = model.train(
@@ -82,6 +85,14 @@ def train(
     model = YOLO(base_model, task=task)
     training = training_arguments(config, data_yaml, run_folder, device, arguments)
     return _best_weights(model.train(**training), model)
+
+
+def finished(last_weights: Path) -> bool:
+    """Whether Ultralytics ended the training of this `last.pt`: it then strips the optimizer and
+    marks the epoch -1 (`strip_optimizer`), and refuses to resume it."""
+    from ultralytics.utils.patches import torch_load
+
+    return torch_load(last_weights, map_location="cpu").get("epoch") == -1
 
 
 def ultralytics_folder(folder: Path) -> dict[str, str]:
