@@ -31,21 +31,35 @@ ENV PYTHONUNBUFFERED=1 \
     YOLO_CONFIG_DIR=/home/worker/ultralytics
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY worker_yolo_training ./worker_yolo_training
 
 # The README's install, `pip install .`, into a virtual environment (Debian's own python3 refuses
-# system-wide installs). PyPI's torch wheel is the CUDA build, which GPU hosts need; it falls back
-# to the CPU elsewhere. Two optional build secrets, never written to a layer:
+# system-wide installs), in two layers: first the dependencies pinned in pyproject.toml (6 GB,
+# kept in the build cache while pyproject.toml is unchanged), then the package itself. PyPI's
+# torch wheel is the CUDA build, which GPU hosts need; it falls back to the CPU elsewhere. Two
+# optional build secrets, never written to a layer:
 #   ca      the CA bundle of a re-signing HTTPS proxy (pip's certificate store for this step)
 #   pipconf a pip configuration (extra indexes, e.g. where torch's wheels lie on the build host)
+COPY pyproject.toml ./
 RUN --mount=type=secret,id=ca \
     --mount=type=secret,id=pipconf \
     if [ -f /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
     && if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi \
     && python3 -m venv "$VIRTUAL_ENV" \
     && pip install --quiet --upgrade pip \
-    && pip install --quiet . \
+    && python3 -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" >/tmp/requirements.txt \
+    && pip install --quiet -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+COPY README.md ./
+COPY worker_yolo_training ./worker_yolo_training
+# Build requirements (setuptools) come from an index too; `pip check`: the dependencies above are
+# the package's
+RUN --mount=type=secret,id=ca \
+    --mount=type=secret,id=pipconf \
+    if [ -f /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
+    && if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi \
+    && pip install --quiet --no-deps . \
+    && pip check \
     && cd / && rm -rf /src
 
 USER worker
