@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SAMPLE := worker_yolo_training/sample
 DEMO_OUTPUT ?= demo-output
 
-.PHONY: demo demo-classify test lint sample manifests production-demo gpu-wheels gpu-bench clean
+.PHONY: demo demo-classify test lint sample manifests production-demo docker-check gpu-wheels gpu-bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ lint: $(BIN)/.installed
 production-demo: $(BIN)/.installed
 	$(BIN)/python scripts/fake_production_run.py
 
+# The Docker image built and run offline on the sample, segment and classify modes (docs/docker.md;
+# needs root, installs docker.io and starts dockerd if needed; not in .ci/run: ~10 GB, minutes)
+docker-check:
+	scripts/docker_check.sh
+
 sample: $(BIN)/.installed
 	$(BIN)/python scripts/make_sample.py
 
@@ -55,4 +60,4 @@ gpu-bench:
 	$(PYTHON) benchmarks/gpu.py
 
 clean:
-	rm -rf $(DEMO_OUTPUT) $(DEMO_OUTPUT)-classify .pytest_cache
+	rm -rf $(DEMO_OUTPUT) $(DEMO_OUTPUT)-classify docker-check-output .pytest_cache
