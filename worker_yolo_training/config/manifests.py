@@ -6,7 +6,8 @@ declared in `config/options.py` (`python -m worker_yolo_training.config.manifest
   every `./arkindex/*.yml`): the detection training worker (`segment`, `bbox`, `obb`; classes
   are element types) and the classification training worker (`mode` fixed to `classify`; classes
   are classification class names, as text: no field type lists ML classes);
-- `docs/configuration.md`: the option table, between the `options` markers.
+- `docs/configuration.md`: the option table, between the `options` markers, and the table of
+  teklia-yolo-worker's training keys (`config/teklia.py`), between the `teklia` markers.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from teklia_toolbox.config import UNSET
 
 from worker_yolo_training.config.options import (
     CLASSIFY_MODAL,
+    KEYS_OF_FIELDS,
     OPTIONS,
     ModalField,
     Option,
     key_of,
     mode_help,
 )
+from worker_yolo_training.config.teklia import teklia_table
 from worker_yolo_training.core import Mode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +74,7 @@ COMMON = {
 GROUPS = {"advanced": ("Advanced settings", "Settings that rarely need changing.")}
 OPTIONS_PAGE = "docs/configuration.md"
 OPTIONS_MARKERS = ("<!-- options:start -->", "<!-- options:end -->")
+TEKLIA_MARKERS = ("<!-- teklia:start -->", "<!-- teklia:end -->")
 GENERATED = (
     "# Generated from worker_yolo_training/config/options.py by `make manifests`: do not edit.\n"
 )
@@ -163,13 +167,22 @@ def options_table() -> str:
     return "\n".join(lines)
 
 
-def page_with_options(page: str) -> str:
-    """The options page with its table regenerated between the markers."""
-    start, end = OPTIONS_MARKERS
+def _with_section(page: str, markers: tuple[str, str], table: str) -> str:
+    start, end = markers
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     if not pattern.search(page):
         raise ValueError(f"{OPTIONS_PAGE} has no {start} … {end} section")
-    return pattern.sub(lambda _: f"{start}\n{options_table()}\n{end}", page)
+    return pattern.sub(lambda _: f"{start}\n{table}\n{end}", page)
+
+
+def page_with_options(page: str) -> str:
+    """The options page with its option table regenerated between the markers."""
+    return _with_section(page, OPTIONS_MARKERS, options_table())
+
+
+def page_with_tables(page: str) -> str:
+    """The options page with both tables regenerated: options, and teklia-yolo-worker's keys."""
+    return _with_section(page_with_options(page), TEKLIA_MARKERS, teklia_table(KEYS_OF_FIELDS))
 
 
 def _dump(data: dict) -> str:
@@ -184,7 +197,7 @@ def generated_files(root: Path = ROOT) -> dict[Path, str]:
         )
         for worker in WORKERS
     }
-    files[root / OPTIONS_PAGE] = page_with_options((root / OPTIONS_PAGE).read_text())
+    files[root / OPTIONS_PAGE] = page_with_tables((root / OPTIONS_PAGE).read_text())
     return files
 
 

@@ -17,6 +17,7 @@ from teklia_toolbox.config import UNSET, ConfigParser
 from teklia_toolbox.config import ConfigurationError as ToolboxConfigurationError
 
 from worker_yolo_training.config import values
+from worker_yolo_training.config.teklia import from_teklia
 from worker_yolo_training.config.ultralytics_args import parse_training_kwargs
 from worker_yolo_training.core import SEGMENTER_KEYS, SEGMENTER_MODES, Mode
 
@@ -326,13 +327,17 @@ def parse_config(raw: Mapping[str, Any] | None) -> TrainingConfig:
     :raises ConfigurationError: listing each key at fault, its value and what is allowed.
     """
     flat = without_segmenter_keys(flatten(raw or {}))
+    defaults = {declared.key: declared.default for declared in OPTIONS}
+    flat, refused = from_teklia(flat, KEYS_OF_FIELDS, defaults)
     warn_unknown_keys(flat)
     try:
         values = _parser().parse_data(flat)
     except ToolboxConfigurationError as error:
         raise ConfigurationError(
-            [_describe(key, message, flat) for key, message in error.errors.items()]
+            refused + [_describe(key, message, flat) for key, message in error.errors.items()]
         ) from None
+    if refused:
+        raise ConfigurationError(refused)
     config = TrainingConfig(**{name: values[key] for key, name in OPTION_FIELDS.items()})
     if config.mode is Mode.Classify and "fraction" in config.training_kwargs:
         # The classification dataset names its classes in `.ndjson.yaml`; with that file
