@@ -1,6 +1,6 @@
 """The worker's configuration: one typed object, parsed and validated once.
 
-The keys are the contract with the worker's manifests (`.arkindex.yml`, `arkindex/*.yml`) and with
+The keys are the contract with the workers' manifests (`arkindex/*.yml`) and with
 the configurations users saved in Arkindex. Groups reach the worker as flat keys
 (`advanced.batch_size`); a local YAML file may also nest them (`advanced: {batch_size: 4}`).
 """
