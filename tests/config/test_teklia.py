@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.core.test_classifier_contract import PYTHON, classifier_available
+from tests.helpers import TEKLIA_WORKER_PYTHON, teklia_worker_available
 from worker_yolo_training.config import TEKLIA_KEYS, ConfigurationError, key_of, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,11 +143,12 @@ def test_a_value_of_ours_that_disagrees_is_refused():
 
 
 @pytest.mark.skipif(
-    not classifier_available(), reason=f"teklia-yolo-worker 1.4.3 is not installed in {PYTHON}"
+    not teklia_worker_available(),
+    reason=f"teklia-yolo-worker 1.4.3 is not installed for {TEKLIA_WORKER_PYTHON}",
 )
 def test_the_table_lists_every_key_teklias_training_code_reads():
     """Read in teklia-yolo-worker's installed code: every `self.config[...]` of its training."""
-    site = next(PYTHON.parents[1].glob("lib/python*/site-packages"))
+    site = next(TEKLIA_WORKER_PYTHON.parents[1].glob("lib/python*/site-packages"))
     code = "".join(path.read_text() for path in (site / "worker_yolo" / "train").glob("*.py"))
     read = set(re.findall(r"self\.config\[[\"']([^\"']+)[\"']\]", code))
     teklia = {entry.key for entry in TEKLIA_KEYS if entry.key}

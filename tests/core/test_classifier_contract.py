@@ -4,36 +4,48 @@ The classifier pins another ultralytics and base-worker than this project: it ru
 (`/tmp/segvenv`, made by `benchmarks/segmenter_agreement.py` or `classifier_agreement.py`, or
 `$TEKLIA_YOLO_WORKER_VENV`), through `benchmarks/classifier_driver.py`, as Arkindex runs it: a
 worker run whose configuration is merged (the classifier's defaults, the model version's
-configuration, the user's values). Without that venv these tests are skipped, with the reason.
-`benchmarks/classifier_agreement.py` runs it on whole splits of a classify run.
+configuration, the user's values). Without that venv those tests are skipped, with the reason;
+the first test runs anyway (the published keys against the classifier's table, as
+tests/core/test_segmenter_contract.py checks the segmenter's without its venv).
+`benchmarks/classifier_agreement.py` runs the classifier on whole splits of a classify run.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from benchmarks.classifier_agreement import api_answers, classifier_defaults, run_classifier
+from tests.helpers import TEKLIA_WORKER_PYTHON, TEKLIA_WORKER_VENV, teklia_worker_available
 from worker_yolo_training.config import parse_config
 from worker_yolo_training.modes import spec_for
 
-VENV = Path(os.environ.get("TEKLIA_YOLO_WORKER_VENV", "/tmp/segvenv"))
-PYTHON = VENV / "bin" / "python"
+PYTHON = TEKLIA_WORKER_PYTHON
 CLASS_NAMES = ["text", "illustrated", "blank"]
-
-
-def classifier_available() -> bool:
-    check = [str(PYTHON), "-c", "import worker_yolo.classifier"]
-    return PYTHON.exists() and subprocess.run(check, capture_output=True).returncode == 0
-
-
-pytestmark = pytest.mark.skipif(
-    not classifier_available(),
-    reason=f"teklia-yolo-worker 1.4.3 is not installed in {VENV} (see benchmarks/README.md)",
+TABLE = json.loads(
+    (Path(__file__).parents[1] / "data" / "yolo_segmenter_configuration.json").read_text()
 )
+# What `YOLOWorker.configure` (worker_yolo/worker.py) reads, which the classifier inherits
+CLASSIFIER_FIELDS = {
+    key: field for key, field in TABLE["fields"].items() if field["source"].startswith("worker.py")
+}
+
+needs_classifier = pytest.mark.skipif(
+    not teklia_worker_available(),
+    reason=f"teklia-yolo-worker 1.4.3 is not installed in {TEKLIA_WORKER_VENV} (benchmarks/README.md)",
+)
+
+
+def test_published_keys_are_the_classifiers_with_its_types():
+    """Without its venv: the published keys are keys the classifier reads, of their type."""
+    configuration = published()
+    assert set(configuration) <= set(CLASSIFIER_FIELDS)
+    assert {"thumbnail_size", "confidence_threshold"} <= set(configuration)
+    assert isinstance(configuration["thumbnail_size"], int)
+    assert 0 < configuration["confidence_threshold"] <= 1
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +70,7 @@ def published() -> dict:
     return spec_for(config.mode).inference_configuration(config, 0.42, None)
 
 
+@needs_classifier
 def test_published_configuration_loads_in_the_classifiers_configure(model_dir, tmp_path):
     output = run_classifier(PYTHON, model_dir, None, api_answers(published(), {}), tmp_path)
     assert output["configured"] == {
@@ -73,12 +86,14 @@ def test_published_configuration_loads_in_the_classifiers_configure(model_dir, t
     assert operations == ["RetrieveWorkerRun", "RetrieveWorkerRunConfiguration"]
 
 
+@needs_classifier
 def test_user_values_win_over_the_published_ones(model_dir, tmp_path):
     answers = api_answers(published(), {"confidence_threshold": 0.9})
     output = run_classifier(PYTHON, model_dir, None, answers, tmp_path)
     assert output["configured"]["confidence_threshold"] == 0.9
 
 
+@needs_classifier
 def test_a_configuration_without_threshold_stops_the_classifier(model_dir, tmp_path, capfd):
     """The check is real: `YOLOWorker.configure` reads `config["confidence_threshold"]`."""
     answers = api_answers({}, {})
