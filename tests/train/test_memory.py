@@ -62,27 +62,49 @@ def test_other_errors_pass_unchanged():
     assert not train.is_out_of_memory(error)
 
 
-# An Ultralytics callback (its public callback table) that runs out of memory at the end of the
-# first epoch, once that epoch's results and checkpoints are written
+# Ultralytics callbacks (its public callback table) that run out of memory: at the end of the first
+# epoch, once that epoch's results are written; or when the worker's evaluation starts
 OUT_OF_MEMORY_HOOK = f"""
 import torch
 from ultralytics.utils.callbacks.base import default_callbacks
 
 
-def out_of_memory(trainer):
+def out_of_memory(*args):
     raise torch.cuda.OutOfMemoryError({CUDA_MESSAGE!r})
 
 
-default_callbacks["on_fit_epoch_end"].append(out_of_memory)
+def in_evaluation(validator):
+    # The worker's evaluation writes in eval_<split>/, not the trainer's validations
+    if validator.save_dir.name.startswith("eval_"):
+        out_of_memory()
+
+
+default_callbacks[{{event!r}}].append({{callback}})
 """
+STAGES = {
+    "training": ("on_fit_epoch_end", "out_of_memory"),
+    "evaluation": ("on_val_start", "in_evaluation"),
+}
+MESSAGES = {
+    "training": "Out of GPU memory during training with `batch_size` 8 and `image_size` 32: try a "
+    "smaller `batch_size` (e.g. 4), or `batch_size: -1` (Ultralytics' AutoBatch picks one that "
+    "fits), or a smaller `image_size` (e.g. 32). No model version is published.",
+    "evaluation": "Out of GPU memory during evaluation with `batch_size` 8 and `image_size` 32: "
+    "try a smaller `batch_size` (e.g. 4), or a smaller `image_size` (e.g. 32). No model version "
+    "is published.",
+}
 
 
-def test_a_run_out_of_gpu_memory_ends_in_one_message_and_keeps_its_results(tmp_path):
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_run_out_of_gpu_memory_ends_in_one_message_and_keeps_its_results(tmp_path, stage):
     hooks = tmp_path / "hooks"
     hooks.mkdir()
-    (hooks / "sitecustomize.py").write_text(OUT_OF_MEMORY_HOOK)
+    event, callback = STAGES[stage]
+    (hooks / "sitecustomize.py").write_text(
+        OUT_OF_MEMORY_HOOK.format(event=event, callback=callback)
+    )
     settings = yaml.safe_load((SAMPLE / "config-classify.yml").read_text())
-    settings.update(image_size=32, num_epochs=3, batch_size=8)
+    settings.update(image_size=32, num_epochs=2, batch_size=8)
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(settings))
     output = tmp_path / "out"
@@ -95,19 +117,15 @@ def test_a_run_out_of_gpu_memory_ends_in_one_message_and_keeps_its_results(tmp_p
     assert process.returncode == 2, process.stderr
     assert "Traceback" not in process.stderr
     errors = [line for line in process.stderr.splitlines() if "ERROR" in line]
-    assert len(errors) == 1
-    assert errors[0].endswith(
-        "Out of GPU memory during training with `batch_size` 8 and `image_size` 32: try a smaller "
-        "`batch_size` (e.g. 4), or `batch_size: -1` (Ultralytics' AutoBatch picks one that fits), "
-        "or a smaller `image_size` (e.g. 32). No model version is published."
-    )
-    # What was done: the first epoch's results, the extraction summary; no model
+    assert len(errors) == 1 and errors[0].endswith(MESSAGES[stage])
+    # What was done: the training's results so far, the extraction summary; no model version
     members = {
         name.removeprefix("./")
         for name in tar_zst_members((output / "results.tar.zst").read_bytes())
     }
     assert {"training/results.csv", "training/args.yaml", "summary.json"} <= members
     assert not (output / "model").exists() and not (output / "model_version.json").exists()
+    assert ("metrics.json" in members) is False
 
 
 def run_local_command(config_file: Path, output: Path) -> list[str]:
