@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 import sqlite3
@@ -178,3 +179,17 @@ def element_truth(
     from worker_yolo_training.core import ElementTruth
 
     return ElementTruth(element_id, image, width, height, tuple(objects))
+
+
+# teklia-yolo-worker 1.4.3 (Teklia's inference and training workers) cannot share this venv: its
+# own venv, made by benchmarks/segmenter_agreement.py or classifier_agreement.py
+TEKLIA_WORKER_VENV = Path(os.environ.get("TEKLIA_YOLO_WORKER_VENV", "/tmp/segvenv"))
+TEKLIA_WORKER_PYTHON = TEKLIA_WORKER_VENV / "bin" / "python"
+
+
+def teklia_worker_available() -> bool:
+    """Whether teklia-yolo-worker's venv is there, with its classifier importable."""
+    check = [str(TEKLIA_WORKER_PYTHON), "-c", "import worker_yolo.classifier"]
+    return (
+        TEKLIA_WORKER_PYTHON.exists() and subprocess.run(check, capture_output=True).returncode == 0
+    )

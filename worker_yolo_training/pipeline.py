@@ -123,19 +123,21 @@ def train_and_evaluate(
     task = mode.architecture.task
     device = train.select_device(config.batch_size)
     derivation = dataset.derivation
-    best = train.train(
-        config, task, base, dataset.data, layout.training, device, derivation.train, resume_from
-    )
-    splits = {}
-    for split in dataset.splits:
-        result = train.validate(
-            best, config, task, dataset.data, split, layout.evaluation(split), device,
-            derivation.val,
-        )  # fmt: skip
-        splits[split] = mode.split_metrics(
-            result, config.class_names, dataset.reports[split].images
+    with train.gpu_memory(config, "training"):
+        best = train.train(
+            config, task, base, dataset.data, layout.training, device, derivation.train, resume_from
         )
-    elements = mode.evaluate_elements(Trained(best, dataset, layout, device.main), config)
+    splits = {}
+    with train.gpu_memory(config, "evaluation"):
+        for split in dataset.splits:
+            result = train.validate(
+                best, config, task, dataset.data, split, layout.evaluation(split), device,
+                derivation.val,
+            )  # fmt: skip
+            splits[split] = mode.split_metrics(
+                result, config.class_names, dataset.reports[split].images
+            )
+        elements = mode.evaluate_elements(Trained(best, dataset, layout, device.main), config)
     evaluation = Evaluation(best, splits, mode.metrics_table(splits), elements)
     layout.metrics.write_text(json.dumps(evaluation.metrics, indent=2, ensure_ascii=False))
     layout.evaluation_md.write_text(f"# Evaluation\n\n{evaluation.tables}\n")
@@ -188,6 +190,21 @@ def model_version(
     )
     layout.model_version.write_text(json.dumps(version.payload(), indent=2, ensure_ascii=False))
     return version
+
+
+@contextmanager
+def results_kept_when_out_of_memory(
+    splits: Sequence[str], layout: RunLayout, archive: Path
+) -> Iterator[None]:
+    """When the GPU runs out of memory, the results archive of what was done (the training
+    folder so far: its arguments, results.csv, plots; the extraction summary) is still written."""
+    try:
+        yield
+    except train.OutOfGpuMemory:
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        build_results_archive(layout, splits, archive)
+        logger.info(f"What was done before running out of GPU memory is kept in {archive}")
+        raise
 
 
 def package(

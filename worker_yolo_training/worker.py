@@ -50,6 +50,7 @@ from worker_yolo_training.pipeline import (
     extract,
     model_version,
     package,
+    results_kept_when_out_of_memory,
     train_and_evaluate,
 )
 from worker_yolo_training.publish import ModelVersion
@@ -57,7 +58,8 @@ from worker_yolo_training.resume import run_fingerprint, start_run
 
 logger = logging.getLogger(__name__)
 
-# Problems in the user's input: reported as one clear message, no traceback, exit status 2
+# Problems in the user's input (or in what it asks of the machine: GPU memory): reported as one
+# clear message, no traceback, exit status 2
 INPUT_ERRORS = (
     ConfigurationError,
     export.ExtractionError,
@@ -67,6 +69,7 @@ INPUT_ERRORS = (
     export.ExportError,
     ImageServerUnreachable,
     StorageError,
+    train.OutOfGpuMemory,
 )
 
 
@@ -154,9 +157,10 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
             if self.args.extract_only:
                 logger.info(f"Dataset written to {dataset.root} (--extract-only: no training)")
                 return
-            evaluation = train_and_evaluate(inputs, base, dataset, layout, start.last_weights)
-            version = model_version(inputs, base, dataset, evaluation, layout)
             archive = layout.archive if self.local else self.work_dir / layout.archive.name
+            with results_kept_when_out_of_memory(dataset.splits, layout, archive):
+                evaluation = train_and_evaluate(inputs, base, dataset, layout, start.last_weights)
+            version = model_version(inputs, base, dataset, evaluation, layout)
             model_dir = package(evaluation, dataset.splits, layout, archive)
             if not self.is_read_only:
                 self.publish(config, model_dir, archive, version)

@@ -25,6 +25,7 @@ from worker_yolo_training.config.options import (
     parse_config,
     recorded_settings,
 )
+from worker_yolo_training.config.teklia import TEKLIA_KEYS, TekliaKey
 from worker_yolo_training.config.ultralytics_args import (
     CHECK_TABLES,
     NOT_TRAINING_ARGUMENTS,
@@ -47,9 +48,11 @@ __all__ = [
     "NOT_TRAINING_ARGUMENTS",
     "OPTIMIZERS",
     "OPTIONS",
+    "TEKLIA_KEYS",
     "WORKER_TRAINING_ARGUMENTS",
     "ConfigurationError",
     "Option",
+    "TekliaKey",
     "TrainingConfig",
     "add_arguments",
     "check_arguments",

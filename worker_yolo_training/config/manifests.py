@@ -1,10 +1,13 @@
-"""The worker's manifests and the documentation's option table, generated from the options
+"""The workers' manifests and the documentation's option table, generated from the options
 declared in `config/options.py` (`python -m worker_yolo_training.config.manifests`, or
 `make manifests`).
 
-- `arkindex/worker-yolo-training.yml`: new format, read by `arkindex worker import`;
-- `.arkindex.yml`: old format (version 2), read by `arkindex worker publish`;
-- `docs/configuration.md`: the option table, between the `options` markers.
+- `arkindex/<slug>.yml`, one per worker, read by `arkindex worker import IMAGE` (arkindex-cli reads
+  every `./arkindex/*.yml`): the detection training worker (`segment`, `bbox`, `obb`; classes
+  are element types) and the classification training worker (`mode` fixed to `classify`; classes
+  are classification class names, as text: no field type lists ML classes);
+- `docs/configuration.md`: the option table, between the `options` markers, and the table of
+  teklia-yolo-worker's training keys (`config/teklia.py`), between the `teklia` markers.
 """
 
 from __future__ import annotations
@@ -12,19 +15,56 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from teklia_toolbox.config import UNSET
 
-from worker_yolo_training.config.options import OPTIONS, Option
+from worker_yolo_training.config.options import (
+    CLASSIFY_MODAL,
+    KEYS_OF_FIELDS,
+    OPTIONS,
+    ModalField,
+    Option,
+    key_of,
+    mode_help,
+)
+from worker_yolo_training.config.teklia import teklia_table
+from worker_yolo_training.core import Mode
 
 ROOT = Path(__file__).resolve().parents[2]
-DESCRIPTION = "arkindex/description.md"
-WORKER = {
-    "slug": "worker-yolo-training",
-    "display_name": "YOLO training",
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One Arkindex worker of this image: its manifest `arkindex/<slug>.yml`."""
+
+    slug: str
+    display_name: str
+    description: str  # its Markdown description, inlined in the manifest
+    modes: tuple[Mode, ...]  # the `mode` choices its modal offers (one: fixed)
+    fields: Mapping[str, ModalField] = field(default_factory=dict)  # where its modal differs
+
+
+WORKERS = (
+    Worker(
+        "worker-yolo-training",
+        "YOLO training",
+        "arkindex/description.md",
+        (Mode.Segment, Mode.BBox, Mode.OBB),
+    ),
+    Worker(
+        "worker-yolo-training-classify",
+        "YOLO classification training",
+        "arkindex/description-classify.md",
+        (Mode.Classify,),
+        CLASSIFY_MODAL,
+    ),
+)
+COMMON = {
     "type": "training",
     "gpu_usage": "supported",
     "model_usage": "supported",
@@ -32,10 +72,9 @@ WORKER = {
     "docker": {"command": "worker-yolo-training", "shm_size": "2g"},
 }
 GROUPS = {"advanced": ("Advanced settings", "Settings that rarely need changing.")}
-# The old format has no element type field: a list of element types is a list of strings there
-OLD_SUBTYPES = {"element_type": "string", "string": "string"}
 OPTIONS_PAGE = "docs/configuration.md"
 OPTIONS_MARKERS = ("<!-- options:start -->", "<!-- options:end -->")
+TEKLIA_MARKERS = ("<!-- teklia:start -->", "<!-- teklia:end -->")
 GENERATED = (
     "# Generated from worker_yolo_training/config/options.py by `make manifests`: do not edit.\n"
 )
@@ -49,7 +88,7 @@ def _default(declared: Option) -> Any:
 
 
 def _constraints(declared: Option) -> dict:
-    """What both formats say the same way: required, choices, default."""
+    """Required, choices, default."""
     field: dict[str, Any] = {}
     if declared.required:
         field["required"] = True
@@ -60,24 +99,35 @@ def _constraints(declared: Option) -> dict:
     return field
 
 
-def _new_field(declared: Option, key: str) -> dict:
-    field = {
-        "key": key,
-        "display_name": declared.title,
-        "help_text": declared.help,
-        "type": declared.kind,
-    }
+def _mode_field(declared: Option, worker: Worker) -> dict:
+    """`mode`: the worker's modes; a single one is a fixed value (an enum needs two choices)."""
+    shown = {"key": declared.key, "display_name": declared.title}
+    shown["help_text"] = mode_help(worker.modes)
+    if len(worker.modes) == 1:
+        return {**shown, "type": "string", "default": worker.modes[0].value, "editable": False}
+    choices = [mode.value for mode in worker.modes]
+    default = declared.default if declared.default in choices else choices[0]
+    return {**shown, "type": "enum", "choices": choices, "default": str(default)}
+
+
+def _new_field(declared: Option, key: str, worker: Worker) -> dict:
+    if declared.key == key_of("mode"):
+        return {**_mode_field(declared, worker), "key": key}
+    shown = worker.fields.get(
+        declared.key, ModalField(declared.kind, declared.title, declared.help)
+    )
+    field = {"key": key, "display_name": shown.title, "help_text": shown.help, "type": shown.kind}
     if declared.many:
         field["many"] = True
     return {**field, **_constraints(declared)}
 
 
-def new_manifest(description: str) -> dict:
-    """The worker in the new format: options, `advanced.*` as a group."""
+def manifest(worker: Worker, description: str) -> dict:
+    """One worker's manifest: the options, `advanced.*` as a group."""
     configuration, groups = [], {}
     for declared in OPTIONS:
         if declared.group is None:
-            configuration.append(_new_field(declared, declared.key))
+            configuration.append(_new_field(declared, declared.key, worker))
             continue
         if declared.group not in groups:
             title, help_text = GROUPS[declared.group]
@@ -90,29 +140,9 @@ def new_manifest(description: str) -> dict:
             }
             configuration.append(groups[declared.group])
         child = declared.key.removeprefix(f"{declared.group}.")
-        groups[declared.group]["children"].append(_new_field(declared, child))
-    return {**WORKER, "description": description, "configuration": configuration}
-
-
-def old_manifest() -> dict:
-    """The worker in the old format: flat keys, lists as `list` with a subtype."""
-    fields = {}
-    for declared in OPTIONS:
-        field: dict[str, Any] = {"title": declared.title}
-        if declared.many:
-            field.update(type="list", subtype=OLD_SUBTYPES[declared.kind])
-        else:
-            field["type"] = declared.kind
-        fields[declared.key] = {**field, **_constraints(declared)}
-    worker = {
-        "slug": WORKER["slug"],
-        "name": WORKER["display_name"],
-        **{key: WORKER[key] for key in ("type", "gpu_usage", "model_usage")},
-        "description": DESCRIPTION,
-        "docker": WORKER["docker"],
-        "user_configuration": fields,
-    }
-    return {"version": 2, "workers": [worker]}
+        groups[declared.group]["children"].append(_new_field(declared, child, worker))
+    heading = {"slug": worker.slug, "display_name": worker.display_name}
+    return {**heading, **COMMON, "description": description, "configuration": configuration}
 
 
 def _type_text(declared: Option) -> str:
@@ -137,13 +167,22 @@ def options_table() -> str:
     return "\n".join(lines)
 
 
-def page_with_options(page: str) -> str:
-    """The options page with its table regenerated between the markers."""
-    start, end = OPTIONS_MARKERS
+def _with_section(page: str, markers: tuple[str, str], table: str) -> str:
+    start, end = markers
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     if not pattern.search(page):
         raise ValueError(f"{OPTIONS_PAGE} has no {start} … {end} section")
-    return pattern.sub(lambda _: f"{start}\n{options_table()}\n{end}", page)
+    return pattern.sub(lambda _: f"{start}\n{table}\n{end}", page)
+
+
+def page_with_options(page: str) -> str:
+    """The options page with its option table regenerated between the markers."""
+    return _with_section(page, OPTIONS_MARKERS, options_table())
+
+
+def page_with_tables(page: str) -> str:
+    """The options page with both tables regenerated: options, and teklia-yolo-worker's keys."""
+    return _with_section(page_with_options(page), TEKLIA_MARKERS, teklia_table(KEYS_OF_FIELDS))
 
 
 def _dump(data: dict) -> str:
@@ -152,12 +191,14 @@ def _dump(data: dict) -> str:
 
 def generated_files(root: Path = ROOT) -> dict[Path, str]:
     """Every generated file and its expected content."""
-    description = (root / DESCRIPTION).read_text()
-    return {
-        root / "arkindex" / f"{WORKER['slug']}.yml": _dump(new_manifest(description)),
-        root / ".arkindex.yml": _dump(old_manifest()),
-        root / OPTIONS_PAGE: page_with_options((root / OPTIONS_PAGE).read_text()),
+    files = {
+        root / "arkindex" / f"{worker.slug}.yml": _dump(
+            manifest(worker, (root / worker.description).read_text())
+        )
+        for worker in WORKERS
     }
+    files[root / OPTIONS_PAGE] = page_with_tables((root / OPTIONS_PAGE).read_text())
+    return files
 
 
 def main() -> int:

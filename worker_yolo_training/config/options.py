@@ -1,6 +1,6 @@
 """The worker's configuration: one typed object, parsed and validated once.
 
-The keys are the contract with the worker's manifests (`.arkindex.yml`, `arkindex/*.yml`) and with
+The keys are the contract with the workers' manifests (`arkindex/*.yml`) and with
 the configurations users saved in Arkindex. Groups reach the worker as flat keys
 (`advanced.batch_size`); a local YAML file may also nest them (`advanced: {batch_size: 4}`).
 """
@@ -17,6 +17,7 @@ from teklia_toolbox.config import UNSET, ConfigParser
 from teklia_toolbox.config import ConfigurationError as ToolboxConfigurationError
 
 from worker_yolo_training.config import values
+from worker_yolo_training.config.teklia import from_teklia
 from worker_yolo_training.config.ultralytics_args import parse_training_kwargs
 from worker_yolo_training.core import SEGMENTER_KEYS, SEGMENTER_MODES, Mode
 
@@ -84,6 +85,18 @@ def option(
 
 
 MODES = tuple(mode.value for mode in Mode)
+# What each mode predicts, in the help of `mode` (each worker's modal lists the modes it offers)
+MODE_HELP = {
+    Mode.Segment: "masks (polygons)",
+    Mode.BBox: "axis-aligned boxes",
+    Mode.OBB: "oriented boxes",
+    Mode.Classify: "one class per dataset element, from its classifications",
+}
+
+
+def mode_help(modes: tuple[Mode, ...] = tuple(Mode)) -> str:
+    """The help of `mode`, for these modes."""
+    return "; ".join(f"{mode.value}: {MODE_HELP[mode]}" for mode in modes) + "."
 
 
 @dataclass(frozen=True)
@@ -95,8 +108,9 @@ class TrainingConfig:
         "element_type",
         UNSET,
         "Element types to predict",
-        "Slugs of the element types the model learns to find (classify mode: the classification "
-        "class names it learns to give); the class index is the order of this list.",
+        "Slugs of the element types the model learns to find (classify mode, the worker YOLO "
+        "classification training: the classification class names it learns to give); the class "
+        "index is the order of this list.",
         values.class_names,
         many=True,
     )
@@ -113,8 +127,7 @@ class TrainingConfig:
         "enum",
         Mode.Segment,
         "Prediction mode",
-        "segment: masks (polygons); bbox: axis-aligned boxes; obb: oriented boxes; classify: one "
-        "class per dataset element, from its classifications.",
+        mode_help(),
         lambda value: Mode(values.choice(MODES)(value)),
         choices=MODES,
     )
@@ -151,7 +164,8 @@ class TrainingConfig:
         "bool",
         True,
         "Start from pretrained weights",
-        "Start from Ultralytics' COCO weights; false trains from the architecture alone.",
+        "Start from Ultralytics' pretrained weights (COCO; ImageNet in classify mode); false trains "
+        "from the architecture alone.",
         values.boolean,
     )
     patience: int = option(
@@ -220,6 +234,28 @@ OPTIONS_BY_KEY = {declared.key: declared for declared in OPTIONS}
 KEYS_OF_FIELDS = {name: key for key, name in OPTION_FIELDS.items()}
 # The options `training.json` records under `settings` (by field), besides those it names itself
 RECORDED_SETTINGS = ("num_epochs", "batch_size", "pretrained", "contrast", "training_kwargs")
+
+
+@dataclass(frozen=True)
+class ModalField:
+    """How one worker's configuration modal shows an option, where it differs from the option."""
+
+    kind: str
+    title: str
+    help: str
+
+
+# The classification training worker (arkindex/worker-yolo-training-classify.yml, `mode` fixed to
+# classify): its classes are classification (ML) class names, which no field type of the Arkindex
+# worker configuration lists, so the modal takes them as text
+CLASSIFY_MODAL = {
+    "class_names": ModalField(
+        "string",
+        "Classes to predict",
+        "Names of the classification (ML) classes the model learns to give each dataset element, "
+        "as in the corpus; the class index is the order of this list.",
+    ),
+}
 
 
 def key_of(field_name: str) -> str:
@@ -291,13 +327,17 @@ def parse_config(raw: Mapping[str, Any] | None) -> TrainingConfig:
     :raises ConfigurationError: listing each key at fault, its value and what is allowed.
     """
     flat = without_segmenter_keys(flatten(raw or {}))
+    defaults = {declared.key: declared.default for declared in OPTIONS}
+    flat, refused = from_teklia(flat, KEYS_OF_FIELDS, defaults)
     warn_unknown_keys(flat)
     try:
         values = _parser().parse_data(flat)
     except ToolboxConfigurationError as error:
         raise ConfigurationError(
-            [_describe(key, message, flat) for key, message in error.errors.items()]
+            refused + [_describe(key, message, flat) for key, message in error.errors.items()]
         ) from None
+    if refused:
+        raise ConfigurationError(refused)
     config = TrainingConfig(**{name: values[key] for key, name in OPTION_FIELDS.items()})
     if config.mode is Mode.Classify and "fraction" in config.training_kwargs:
         # The classification dataset names its classes in `.ndjson.yaml`; with that file

@@ -1,6 +1,7 @@
 """Everything Ultralytics training needs: an offline-safe environment (before the first
 `import ultralytics`), the base model (fine-tuned version, pretrained weights or architecture),
-the device, the training arguments, and Ultralytics' own validation of each split."""
+the device, the training arguments, Ultralytics' own validation of each split, and a clear message
+when the GPU runs out of memory."""
 
 from worker_yolo_training.train.base_model import (
     WEIGHTS_URL,
@@ -14,6 +15,12 @@ from worker_yolo_training.train.base_model import (
 from worker_yolo_training.train.environment import (
     prepare_environment,
     use_weights_dir,
+)
+from worker_yolo_training.train.memory import (
+    OutOfGpuMemory,
+    gpu_memory,
+    is_out_of_memory,
+    out_of_memory_message,
 )
 from worker_yolo_training.train.training import (
     Device,
@@ -29,8 +36,12 @@ __all__ = [
     "BaseModelError",
     "ClassChanges",
     "Device",
+    "OutOfGpuMemory",
     "class_changes",
     "finetuned_model",
+    "gpu_memory",
+    "is_out_of_memory",
+    "out_of_memory_message",
     "prepare_environment",
     "resolve_base_model",
     "select_device",
