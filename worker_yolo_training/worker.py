@@ -32,7 +32,7 @@ from worker_yolo_training.config import (
     parse_config,
     read_config_file,
 )
-from worker_yolo_training.core import DiskFullError, RunLayout
+from worker_yolo_training.core import MODEL_FILE, DiskFullError, RunLayout
 from worker_yolo_training.images import (
     FolderSource,
     IIIFSource,
@@ -48,6 +48,7 @@ from worker_yolo_training.pipeline import (
     extract,
     model_version,
     package,
+    publication_refusal,
     train_and_evaluate,
 )
 from worker_yolo_training.publish import ModelVersion
@@ -141,6 +142,7 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         inputs = RunInputs(config, tuple(sets), self.dataset_exports(sets))
         check(inputs)
         base = self.base_model(inputs)
+        baseline = self.baseline(inputs)
         fingerprint = self.run_fingerprint(sets, inputs.exports)
         with self.output_root() as root, self.image_stores(config, root) as stores:
             layout = RunLayout(root)
@@ -150,12 +152,15 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
             if self.args.extract_only:
                 logger.info(f"Dataset written to {dataset.root} (--extract-only: no training)")
                 return
-            evaluation = train_and_evaluate(inputs, base, dataset, layout, start.last_weights)
+            evaluation = train_and_evaluate(
+                inputs, base, dataset, layout, start.last_weights, baseline
+            )
             version = model_version(inputs, base, dataset, evaluation, layout)
             archive = layout.archive if self.local else self.work_dir / layout.archive.name
             model_dir = package(evaluation, dataset.splits, layout, archive)
+            refused = publication_refusal(config, evaluation) is not None
             if not self.is_read_only:
-                self.publish(config, model_dir, archive, version)
+                self.publish(config, model_dir, archive, None if refused else version)
 
     # ------------------------------------------------------------ inputs
 
@@ -234,6 +239,18 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         finetune_dir = self.find_extras_directory() if self.is_finetuning else None
         return base_model(inputs, weights_dir, finetune_dir)
 
+    def baseline(self, inputs: RunInputs) -> train.Baseline | None:
+        """The model the new one is compared with, settled before any image is fetched."""
+        if self.args.extract_only:
+            return None
+        finetuned = self.is_finetuning and train.load_baseline(
+            self.find_extras_directory() / MODEL_FILE,
+            self.model_configuration,
+            f"model version {self.model_version_id}",
+        )
+        return train.choose_baseline(inputs.config, inputs.mode.architecture.task,
+                                     self.args.baseline, finetuned or None)  # fmt: skip
+
     # ------------------------------------------------------------ where things go
 
     @contextmanager
@@ -278,16 +295,17 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         return crop_stores(source, folder, config.contrast, keep=not self.args.no_cache)
 
     def publish(
-        self, config: TrainingConfig, model_dir: Path, archive: Path, version: ModelVersion
+        self, config: TrainingConfig, model_dir: Path, archive: Path, version: ModelVersion | None
     ) -> None:
-        """A new version of the target model; base-worker aborts the upload if it fails."""
-        self.publish_model_version(
-            model_path=model_dir,
-            model_id=config.target_model_id,
-            description=version.description,
-            configuration=version.configuration,
-            parent=self.model_version_id,
-        )
+        """A new version of the target model (None: refused); base-worker aborts failed uploads."""
+        if version is not None:
+            self.publish_model_version(
+                model_path=model_dir,
+                model_id=config.target_model_id,
+                description=version.description,
+                configuration=version.configuration,
+                parent=self.model_version_id,
+            )
         if self.args.bootstrap:
             # Without a Ponos agent nobody else uploads the work dir's files
             self.upload_artifact(archive)

@@ -84,6 +84,7 @@ def option(
 
 
 MODES = tuple(mode.value for mode in Mode)
+PUBLISH_IF = ("always", "better")
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,17 @@ class TrainingConfig:
         "Threshold published for the inference worker, in (0, 1]. Empty: the one that maximises "
         "the page-level F1 on val (classify mode: the macro-F1 of the elements of val).",
         values.threshold,
+    )
+    publish_if: str = option(
+        "advanced.publish_if",
+        "enum",
+        PUBLISH_IF[0],
+        "Publish the new version",
+        "always; better: only when its page-level F1 on test (val without test) is not lower "
+        "than the baseline's (the version fine-tuned, --baseline or the target model's latest); "
+        "else no model version is created, the run ends with the results archive.",
+        values.choice(PUBLISH_IF),
+        choices=PUBLISH_IF,
     )
     training_kwargs: dict = option(  # noqa: RUF009 (option() is a dataclass field)
         "advanced.training_kwargs",

@@ -11,6 +11,14 @@ from worker_yolo_training.train.base_model import (
     finetuned_model,
     resolve_base_model,
 )
+from worker_yolo_training.train.baseline import (
+    Baseline,
+    choose_baseline,
+    load_baseline,
+    local_baseline,
+    local_configuration,
+    usable_baseline,
+)
 from worker_yolo_training.train.environment import (
     prepare_environment,
     use_weights_dir,
@@ -27,15 +35,21 @@ __all__ = [
     "WEIGHTS_URL",
     "Architecture",
     "BaseModelError",
+    "Baseline",
     "ClassChanges",
     "Device",
+    "choose_baseline",
     "class_changes",
     "finetuned_model",
+    "load_baseline",
+    "local_baseline",
+    "local_configuration",
     "prepare_environment",
     "resolve_base_model",
     "select_device",
     "train",
     "training_arguments",
+    "usable_baseline",
     "use_weights_dir",
     "validate",
 ]
