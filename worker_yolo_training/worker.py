@@ -14,6 +14,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from uuid import UUID
 
@@ -244,12 +245,13 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         if self.args.extract_only:
             return None
         finetuned = self.is_finetuning and train.load_baseline(
-            self.find_extras_directory() / MODEL_FILE,
-            self.model_configuration,
+            self.find_extras_directory() / MODEL_FILE, self.model_configuration,
             f"model version {self.model_version_id}",
-        )
+        )  # fmt: skip
+        published = None if self.is_read_only else partial(train.published_baseline,
+            self.api_client, inputs.config, self.task_data_dir / "baseline")  # fmt: skip
         return train.choose_baseline(inputs.config, inputs.mode.architecture.task,
-                                     self.args.baseline, finetuned or None)  # fmt: skip
+                                     self.args.baseline, finetuned or None, published)  # fmt: skip
 
     # ------------------------------------------------------------ where things go
 

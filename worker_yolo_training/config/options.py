@@ -205,6 +205,15 @@ class TrainingConfig:
         "the page-level F1 on val (classify mode: the macro-F1 of the elements of val).",
         values.threshold,
     )
+    baseline_model_version: str | None = option(
+        "advanced.baseline_model_version",
+        "string",
+        None,
+        "Model version to compare with",
+        "UUID of the model version the new one is compared with when the run fine-tunes none. "
+        "Empty: the latest available version of target_model_id.",
+        values.model_version_id,
+    )
     publish_if: str = option(
         "advanced.publish_if",
         "enum",

@@ -17,6 +17,7 @@ from worker_yolo_training.train.baseline import (
     load_baseline,
     local_baseline,
     local_configuration,
+    published_baseline,
     usable_baseline,
 )
 from worker_yolo_training.train.environment import (
@@ -45,6 +46,7 @@ __all__ = [
     "local_baseline",
     "local_configuration",
     "prepare_environment",
+    "published_baseline",
     "resolve_base_model",
     "select_device",
     "train",

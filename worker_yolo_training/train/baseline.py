@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from worker_yolo_training.config import TrainingConfig
-from worker_yolo_training.core import RunLayout, inference_settings
-from worker_yolo_training.train.base_model import BaseModelError, read_parent
+import requests
+from arkindex_worker.utils import extract_tar_zst_archive
+
+from worker_yolo_training.config import TrainingConfig, key_of
+from worker_yolo_training.core import MODEL_FILE, RunLayout, inference_settings
+from worker_yolo_training.train.base_model import BaseModelError, download, read_parent
 
 logger = logging.getLogger(__name__)
 
@@ -95,17 +98,69 @@ def usable_baseline(baseline: Baseline, config: TrainingConfig, task: str) -> Ba
     return baseline
 
 
+def _version(api_client: Any, config: TrainingConfig) -> tuple[dict | None, bool]:
+    """`advanced.baseline_model_version` (explicit), else the latest available version of the
+    target model, as the API describes it."""
+    if config.baseline_model_version:
+        return api_client.request("RetrieveModelVersion", id=config.baseline_model_version), True
+    if not config.target_model_id:
+        return None, False
+    versions = api_client.paginate("ListModelVersions", id=config.target_model_id)
+    available = [version for version in versions if version["state"] == "available"]
+    if not available:
+        logger.info("The target model has no available version: no baseline to compare with")
+        return None, False
+    return max(available, key=lambda version: version["created"]), False
+
+
+def published_baseline(api_client: Any, config: TrainingConfig, folder: Path) -> Baseline | None:
+    """A model version of Arkindex as baseline (`_version`), its archive downloaded and
+    extracted in `folder`; None when there is none to compare with."""
+    version, explicit = _version(api_client, config)
+    if version is None:
+        return None
+    name = f"model version {version['id']}"
+    if version["state"] != "available" or not version.get("s3_url"):
+        message = f"The baseline {name} cannot be downloaded (state {version['state']})"
+        if explicit:
+            raise BaseModelError(f"{message}: fix `{key_of('baseline_model_version')}`.")
+        logger.warning(f"{message}: no comparison.")
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = folder / f"{version['id']}.tar.zst"
+    try:
+        download(version["s3_url"], archive)
+    except requests.RequestException as error:
+        raise BaseModelError(f"The baseline {name} could not be downloaded ({error})") from error
+    extract_tar_zst_archive(archive, folder / version["id"])
+    archive.unlink()
+    weights = folder / version["id"] / MODEL_FILE
+    return load_baseline(weights, version["configuration"], name, explicit)
+
+
 def choose_baseline(
-    config: TrainingConfig, task: str, explicit: Path | None, finetuned: Baseline | None
+    config: TrainingConfig,
+    task: str,
+    explicit: Path | None,
+    finetuned: Baseline | None,
+    published: Callable[[], Baseline | None] | None = None,
 ) -> Baseline | None:
     """The baseline of a run: `--baseline` (`explicit`), else the model version being fine-tuned
-    (locally, without a published configuration, the one its run wrote), else none."""
+    (locally, without a published configuration, the one its run wrote), else a version from
+    Arkindex (`published`, None in local mode), else none."""
     if explicit is not None:
         chosen = local_baseline(explicit)
     elif finetuned is not None:
         configuration = finetuned.configuration or local_configuration(finetuned.weights)
         chosen = replace(finetuned, configuration=configuration)
+    elif published is not None and (found := published()) is not None:
+        chosen = found
     else:
+        if config.baseline_model_version and published is None:
+            logger.warning(
+                f"`{key_of('baseline_model_version')}` is read in Arkindex only: locally, give "
+                "the weights with --baseline"
+            )
         return None
     logger.info(f"Baseline: {chosen.name} ({chosen.task}, classes {list(chosen.class_names)})")
     return usable_baseline(chosen, config, task)
