@@ -111,10 +111,11 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         return self.local or super().is_read_only
 
     def _configure_for_developers(self) -> None:
-        # base-worker's reader needs a `secret` flag on every item; accept what users write
+        # What users write (base-worker wants `secret` flags); the version to fine-tune locally
         if self.args.verbose:
             logging.getLogger().setLevel(logging.DEBUG)
         self.config = read_config_file(self.args.config) if self.args.config else {}
+        self.model_version_id = os.environ.get("ARKINDEX_MODEL_VERSION_ID")
 
     # ------------------------------------------------------------ the pipeline
 
