@@ -160,9 +160,7 @@ def compare(
         sections.append(f"**{split}**\n\n" + split_table(new, baseline, split, classes))
         names = list(dict.fromkeys([*class_names, *model["class_names"]]))
         sections.append(
-            _draw_changes(
-                new, baseline, split, truths[split], (worse, better), names, model["name"], layout
-            )
+            _draw_changes(new, baseline, split, truths[split], (worse, better), names, layout)
         )
     payload = {**model, "compared_classes": list(classes.compared)}
     payload |= {"only_new": list(classes.only_new), "only_baseline": list(classes.only_baseline)}
@@ -192,7 +190,7 @@ def _introduction(model: Mapping[str, Any], baseline: ElementEvaluation, classes
     return sentence
 
 
-def _draw_changes(new, baseline, split, truths, found, class_names, name, layout) -> str:
+def _draw_changes(new, baseline, split, truths, found, class_names, layout) -> str:
     """Each changed element drawn (annotations, baseline, new model) in the split's `pages`
     folder; their table."""
     by_id = {truth.element_id: truth for truth in truths}
@@ -201,7 +199,7 @@ def _draw_changes(new, baseline, split, truths, found, class_names, name, layout
         for rank, change in enumerate(elements, start=1):
             target = layout.pages(split) / f"{direction}_{rank:02d}_{safe_name(change.element)}.jpg"
             panels = [
-                (f"baseline: {name}", baseline.kept[split].get(change.element, ())),
+                ("baseline", baseline.kept[split].get(change.element, ())),
                 ("new model", new.kept[split].get(change.element, ())),
             ]
             draw_comparison(by_id[change.element], panels, class_names, target)

@@ -47,6 +47,16 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default(size)
 
 
+def _annotations_legend(
+    truth: ElementTruth, class_names: Sequence[str]
+) -> list[tuple[str, tuple[int, int, int]]]:
+    expected = Counter(name for name, _ in truth.objects)
+    lines = [(truth.element_id, (0, 0, 0)), ("annotation", TRUTH_COLOUR)]
+    return lines + [
+        (f"{name}: {expected[name]} annotated", (0, 0, 0)) for name in class_names if expected[name]
+    ]
+
+
 def _legend(
     truth: ElementTruth, kept: Sequence[tuple[Prediction, bool]], class_names: Sequence[str]
 ) -> list[tuple[str, tuple[int, int, int]]]:
@@ -101,7 +111,7 @@ def draw_comparison(
 ) -> Path:
     """One element side by side: its annotations alone, then each (title, predictions) panel
     (the baseline's, the new model's), into a JPEG at `target`."""
-    pictures = [("annotations", element_picture(truth, (), class_names))]
+    pictures = [("annotations", element_picture(truth, None, class_names))]
     pictures += [(title, element_picture(truth, kept, class_names)) for title, kept in panels]
     size = max(12, round(max(pictures[0][1].size) / 40))
     font, band = _font(size), round(size * 1.6)
@@ -123,9 +133,12 @@ def _save(picture: Image.Image, target: Path) -> Path:
 
 
 def element_picture(
-    truth: ElementTruth, kept: Sequence[tuple[Prediction, bool]], class_names: Sequence[str]
+    truth: ElementTruth,
+    kept: Sequence[tuple[Prediction, bool]] | None,
+    class_names: Sequence[str],
 ) -> Image.Image:
-    """One element with its annotations and the predictions kept, under the legend band."""
+    """One element with its annotations and the predictions kept (None: annotations only),
+    under the legend band."""
     with Image.open(truth.image) as source:
         image = source.convert("RGB")
     # Thumbnails can be small: enlarge them so that labels stay readable
@@ -134,7 +147,12 @@ def element_picture(
     scale_x, scale_y = image.width / truth.width, image.height / truth.height
     size = max(12, round(max(image.size) / 60))
     font, line = _font(size), round(size * 1.3)
-    legend = _legend(truth, kept, class_names)
+    legend = (
+        _annotations_legend(truth, class_names)
+        if kept is None
+        else _legend(truth, kept, class_names)
+    )
+    kept = kept or ()
     band = line * len(legend) + size // 2
     text_width = max(font.getlength(text) for text, _ in legend) + size
     picture = Image.new("RGB", (max(image.width, round(text_width)), image.height + band), "white")
