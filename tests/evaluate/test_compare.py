@@ -205,6 +205,8 @@ def test_guard_reads_test(compared):
     worse_model = replace(comparison, guard=("test", 0.81, 0.84))
     assert worse_model.refusal() == "not published: F1 0.810 < 0.840 of model version 42 on test"
     assert replace(comparison, guard=("val", 0.84, 0.84)).refusal() is None
+    close = replace(comparison, guard=("val", 0.82498, 0.82502)).refusal()
+    assert close == "not published: F1 0.82498 < 0.82502 of model version 42 on val"
 
 
 def test_classes_in_one_model_only_are_listed_not_compared(tmp_path):

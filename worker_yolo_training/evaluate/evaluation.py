@@ -58,7 +58,11 @@ class Comparison:
         split, new, old = self.guard
         if new >= old:
             return None
-        return f"not published: F1 {new:.3f} < {old:.3f} of {self.model['name']} on {split}"
+        digits = 3 if f"{new:.3f}" != f"{old:.3f}" else 5  # never "0.825 < 0.825"
+        return (
+            f"not published: F1 {new:.{digits}f} < {old:.{digits}f} of {self.model['name']} "
+            f"on {split}"
+        )
 
 
 @dataclass(frozen=True)
