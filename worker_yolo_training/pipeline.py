@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,8 +24,14 @@ from arkindex_worker.models import DatasetSet
 
 from worker_yolo_training import export, train
 from worker_yolo_training.config import TrainingConfig, key_of, recorded_settings
-from worker_yolo_training.core import RunLayout, printable
-from worker_yolo_training.evaluate import Evaluation
+from worker_yolo_training.core import RunLayout, inference_settings, printable, read_truths
+from worker_yolo_training.evaluate import (
+    COMPARED_SPLITS,
+    Comparison,
+    ElementEvaluation,
+    Evaluation,
+    compare,
+)
 from worker_yolo_training.extract import DatasetWriter, ExtractedDataset
 from worker_yolo_training.images import CropStore, ImageSource
 from worker_yolo_training.modes import ModeSpec, Trained, spec_for
@@ -115,10 +122,11 @@ def train_and_evaluate(
     dataset: ExtractedDataset,
     layout: RunLayout,
     resume_from: Path | None = None,
+    baseline: train.Baseline | None = None,
 ) -> Evaluation:
     """Train (or continue training from `resume_from`), evaluate every non-empty split with
-    Ultralytics' metrics and as the inference worker sees it, write metrics.json and
-    evaluation.md."""
+    Ultralytics' metrics and as the inference worker sees it, compare with the `baseline` when
+    there is one, write metrics.json and evaluation.md."""
     config, mode = inputs.config, inputs.mode
     task = mode.architecture.task
     device = train.select_device(config.batch_size)
@@ -137,12 +145,67 @@ def train_and_evaluate(
             splits[split] = mode.split_metrics(
                 result, config.class_names, dataset.reports[split].images
             )
+        started = time.monotonic()
         elements = mode.evaluate_elements(Trained(best, dataset, layout, device.main), config)
-    evaluation = Evaluation(best, splits, mode.metrics_table(splits), elements)
+        logger.info(f"Page-level evaluation of the new model: {time.monotonic() - started:.1f} s")
+        comparison = (
+            compare_baseline(inputs, baseline, dataset, layout, elements, device.main)
+            if baseline is not None
+            else None
+        )
+    evaluation = Evaluation(best, splits, mode.metrics_table(splits), elements, comparison)
     layout.metrics.write_text(json.dumps(evaluation.metrics, indent=2, ensure_ascii=False))
     layout.evaluation_md.write_text(f"# Evaluation\n\n{evaluation.tables}\n")
     logger.info("Evaluation:\n" + evaluation.tables)
     return evaluation
+
+
+def compare_baseline(
+    inputs: RunInputs,
+    baseline: train.Baseline,
+    dataset: ExtractedDataset,
+    layout: RunLayout,
+    elements: ElementEvaluation,
+    device: str,
+) -> Comparison:
+    """The baseline's page-level evaluation on the same val and test elements (the extracted
+    images, the same code, its published configuration: one more pass per split), beside the
+    new model's; its pages are written under `layout.baseline`."""
+    started = time.monotonic()
+    evaluated = inputs.mode.evaluate_elements(
+        Trained(baseline.weights, dataset, RunLayout(layout.baseline), device),
+        inputs.config,
+        inference_settings(baseline.configuration),
+    )
+    logger.info(
+        f"Baseline evaluation of {baseline.name} on {', '.join(evaluated.pages)}: "
+        f"{time.monotonic() - started:.1f} s"
+    )
+    truths = read_truths(dataset.root, [s for s in COMPARED_SPLITS if s in evaluated.pages])
+    comparison = compare(
+        elements, evaluated, baseline.payload(), inputs.config.class_names, truths, layout
+    )
+    logger.info("Compared with the baseline:\n" + comparison.markdown)
+    return comparison
+
+
+def publication_refusal(config: TrainingConfig, evaluation: Evaluation) -> str | None:
+    """Why no model version is published (`advanced.publish_if: better` and a new F1 lower than
+    the baseline's: logged), else None."""
+    comparison, key = evaluation.comparison, key_of("publish_if")
+    if config.publish_if != "better":
+        return None
+    if comparison is None or comparison.guard is None:
+        logger.info(f"`{key}: better`, but no baseline to compare with: published")
+        return None
+    refusal = comparison.refusal()
+    if refusal is not None:
+        refusal = f"{refusal} (`{key}: better`): the results archive is kept"
+        logger.warning(refusal)
+        return refusal
+    split, new, old = comparison.guard
+    logger.info(f"`{key}: better`: F1 {new:.3f} >= {old:.3f} of the baseline on {split}")
+    return None
 
 
 def model_version(
@@ -186,6 +249,7 @@ def model_version(
             evaluation.elements.worst_elements,
             evaluation.map_table,
             heading=mode.evaluation_heading.format(threshold=threshold),
+            comparison=evaluation.comparison.markdown if evaluation.comparison else "",
         ),
     )
     layout.model_version.write_text(json.dumps(version.payload(), indent=2, ensure_ascii=False))

@@ -14,6 +14,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from uuid import UUID
 
@@ -34,7 +35,13 @@ from worker_yolo_training.config import (
     parse_config,
     read_config_file,
 )
-from worker_yolo_training.core import DiskFullError, OutputFolderError, RunLayout, output_lock
+from worker_yolo_training.core import (
+    MODEL_FILE,
+    DiskFullError,
+    OutputFolderError,
+    RunLayout,
+    output_lock,
+)
 from worker_yolo_training.images import (
     FolderSource,
     IIIFSource,
@@ -50,6 +57,7 @@ from worker_yolo_training.pipeline import (
     extract,
     model_version,
     package,
+    publication_refusal,
     results_kept_when_out_of_memory,
     train_and_evaluate,
 )
@@ -80,6 +88,23 @@ class Interrupted(KeyboardInterrupt):
         super().__init__()
         self.signal_number = int(signal_number)
         self.signal_name = signal.Signals(signal_number).name
+
+    def message(self, local: bool) -> str:
+        """What was done about it, and (locally) how to continue."""
+        resume = ". To continue, run the same command with --resume" if local else ""
+        return (
+            f"Interrupted by {self.signal_name}: temporary files removed, no model version "
+            f"published{resume}"
+        )
+
+
+def image_source(args) -> ImageSource:
+    """Where images come from: the --images folder, else each image's IIIF server."""
+    if args.images:
+        return FolderSource(args.images)
+    return IIIFSource(
+        timeout=args.image_timeout, retries=args.image_retries, connections=args.concurrency
+    )
 
 
 def _interrupt(signal_number, frame):
@@ -115,10 +140,11 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         return self.local or super().is_read_only
 
     def _configure_for_developers(self) -> None:
-        # base-worker's reader needs a `secret` flag on every item; accept what users write
+        # What users write (base-worker wants `secret` flags); the version to fine-tune locally
         if self.args.verbose:
             logging.getLogger().setLevel(logging.DEBUG)
         self.config = read_config_file(self.args.config) if self.args.config else {}
+        self.model_version_id = os.environ.get("ARKINDEX_MODEL_VERSION_ID")
 
     # ------------------------------------------------------------ the pipeline
 
@@ -132,11 +158,7 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
             logger.error(str(error))
             sys.exit(2)
         except Interrupted as interruption:
-            logger.error(
-                f"Interrupted by {interruption.signal_name}: temporary files removed, "
-                "no model version published"
-                + (". To continue, run the same command with --resume" if self.local else "")
-            )
+            logger.error(interruption.message(self.local))
             self.cleanup()
             logging.shutdown()
             # Downloads still running in threads are abandoned, not waited for
@@ -148,6 +170,7 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         inputs = RunInputs(config, tuple(sets), self.dataset_exports(sets))
         check(inputs)
         base = self.base_model(inputs)
+        baseline = self.baseline(inputs)
         fingerprint = self.run_fingerprint(sets, inputs.exports)
         with self.output_root() as root, self.image_stores(config, root) as stores:
             layout = RunLayout(root)
@@ -159,11 +182,14 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
                 return
             archive = layout.archive if self.local else self.work_dir / layout.archive.name
             with results_kept_when_out_of_memory(dataset.splits, layout, archive):
-                evaluation = train_and_evaluate(inputs, base, dataset, layout, start.last_weights)
+                evaluation = train_and_evaluate(
+                    inputs, base, dataset, layout, start.last_weights, baseline
+                )
             version = model_version(inputs, base, dataset, evaluation, layout)
             model_dir = package(evaluation, dataset.splits, layout, archive)
+            refused = publication_refusal(config, evaluation) is not None
             if not self.is_read_only:
-                self.publish(config, model_dir, archive, version)
+                self.publish(config, model_dir, archive, None if refused else version)
 
     # ------------------------------------------------------------ inputs
 
@@ -244,6 +270,19 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         finetune_dir = self.find_extras_directory() if self.is_finetuning else None
         return base_model(inputs, weights_dir, finetune_dir)
 
+    def baseline(self, inputs: RunInputs) -> train.Baseline | None:
+        """The model the new one is compared with, settled before any image is fetched."""
+        if self.args.extract_only:
+            return None
+        finetuned = self.is_finetuning and train.load_baseline(
+            self.find_extras_directory() / MODEL_FILE, self.model_configuration,
+            f"model version {self.model_version_id}",
+        )  # fmt: skip
+        published = None if self.is_read_only else partial(train.published_baseline,
+            self.api_client, inputs.config, self.task_data_dir / "baseline")  # fmt: skip
+        return train.choose_baseline(inputs.config, inputs.mode.architecture.task,
+                                     self.args.baseline, finetuned or None, published)  # fmt: skip
+
     # ------------------------------------------------------------ where things go
 
     @contextmanager
@@ -268,15 +307,7 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
 
     def image_stores(self, config: TrainingConfig, root: Path):
         """The image stores, in a cache kept between runs (a scratch folder with --no-cache)."""
-        source: ImageSource = (
-            FolderSource(self.args.images)
-            if self.args.images
-            else IIIFSource(
-                timeout=self.args.image_timeout,
-                retries=self.args.image_retries,
-                connections=self.args.concurrency,
-            )
-        )
+        source = image_source(self.args)
         if self.args.no_cache:
             folder = RunLayout(root).crops_scratch
         elif self.local or self.args.cache_dir:
@@ -286,16 +317,17 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         return crop_stores(source, folder, config.contrast, keep=not self.args.no_cache)
 
     def publish(
-        self, config: TrainingConfig, model_dir: Path, archive: Path, version: ModelVersion
+        self, config: TrainingConfig, model_dir: Path, archive: Path, version: ModelVersion | None
     ) -> None:
-        """A new version of the target model; base-worker aborts the upload if it fails."""
-        self.publish_model_version(
-            model_path=model_dir,
-            model_id=config.target_model_id,
-            description=version.description,
-            configuration=version.configuration,
-            parent=self.model_version_id,
-        )
+        """A new version of the target model (None: refused); base-worker aborts failed uploads."""
+        if version is not None:
+            self.publish_model_version(
+                model_path=model_dir,
+                model_id=config.target_model_id,
+                description=version.description,
+                configuration=version.configuration,
+                parent=self.model_version_id,
+            )
         if self.args.bootstrap:
             # Without a Ponos agent nobody else uploads the work dir's files
             self.upload_artifact(archive)

@@ -448,6 +448,7 @@ class FakeArkindex:
             state=state,
             configuration=dict(configuration or {}),
             tag=tag,
+            created=self._next_created(),
         )
         if data is not None:
             version.size = len(data)
@@ -881,6 +882,7 @@ class FakeArkindex:
             description=body.get("description", ""),
             parent=parent,
             body=copy.deepcopy(body),
+            created=self._next_created(),
         )
         self.model_versions[version.id] = version
         return 201, version.to_api(), None
@@ -1003,6 +1005,26 @@ class FakeArkindex:
         self.s3.abort_multipart_upload(upload.key, upload.upload_id)
         upload.state = "aborted"
         return 204, None, None
+
+    def _version_api(self, version: ModelVersion) -> dict:
+        """A model version as the API shows it: a download URL once its archive is whole."""
+        data = version.to_api()
+        if version.state == "available" and version.size is not None:
+            data["s3_url"] = self.s3.presigned_get(version.s3_key)
+        return data
+
+    def _op_ListModelVersions(self, request, params, body):
+        if params["id"] not in self.models:
+            raise not_found("No Model matches the given query.")
+        versions = [v for v in self.model_versions.values() if v.model_id == params["id"]]
+        versions.sort(key=lambda version: version.created, reverse=True)
+        return self._paginate(request, [self._version_api(version) for version in versions])
+
+    def _op_RetrieveModelVersion(self, request, params, body):
+        version = self.model_versions.get(params["id"])
+        if version is None:
+            raise not_found("No ModelVersion matches the given query.")
+        return 200, self._version_api(version), None
 
     def _op_RetrieveModel(self, request, params, body):
         model = self.models.get(params["id"])

@@ -41,6 +41,8 @@ EXPECTED_OPERATIONS = {
     "AbortMultipartUpload": ("POST", "/api/v1/multipart/abort/"),
     "CreateArtifact": ("POST", "/api/v1/task/{id}/artifacts/"),
     "RetrieveModel": ("GET", "/api/v1/model/{id}/"),
+    "ListModelVersions": ("GET", "/api/v1/model/{id}/versions/"),
+    "RetrieveModelVersion": ("GET", "/api/v1/modelversion/{id}/"),
     "RetrieveTask": ("GET", "/api/v1/task/{id}/"),
 }
 
@@ -85,7 +87,7 @@ def test_schema_declares_the_operations_base_worker_calls():
     assert {name: (link.method, link.url) for name, link in links.items()} == EXPECTED_OPERATIONS
 
     # ArkindexClient.paginate needs a page (or cursor) query parameter
-    for name in ("ListProcessSets", "ListExports"):
+    for name in ("ListProcessSets", "ListExports", "ListModelVersions"):
         assert links[name].paginated is True
         assert "page" in [f.name for f in links[name].get_query_fields()]
     assert "dataset_id" in [f.name for f in links["ListExports"].get_query_fields()]

@@ -49,6 +49,8 @@ def test_api_calls(trained):
     parts = math.ceil(version.size / PART_SIZE)
     assert fake.operation_ids() == [
         *START_SEQUENCE,
+        # The target model's versions: none yet, so no baseline to compare with
+        "ListModelVersions",
         "CreateModelVersion",
         "CreateMultipartUpload",
         *["CreateMultipartUploadPart"] * parts,
@@ -248,7 +250,7 @@ def test_training_failure_publishes_nothing(tmp_path):
 
         assert run.process.returncode not in (0, 2), run.output
         assert "injected training failure" in run.output
-        assert task.fake.operation_ids() == START_SEQUENCE
+        assert task.fake.operation_ids() == [*START_SEQUENCE, "ListModelVersions"]
         assert requested_images(task.iiif) == sample_image_ids()
         assert not task.fake.model_versions
 

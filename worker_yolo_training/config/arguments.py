@@ -38,6 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "configuration): its dataset is reused and training continues from its last epoch.",
     )
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="Weights to compare the new model with (e.g. an earlier local run's model file), "
+        "evaluated with the configuration that run would publish. Default: the model version "
+        "being fine-tuned, else the latest version of target_model_id, else none.",
+    )
+    parser.add_argument(
         "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="Images downloaded at once."
     )
     parser.add_argument(
@@ -78,6 +85,8 @@ def check_arguments(args: argparse.Namespace, local: bool) -> None:
         problems.append("--resume works in local mode only (--database)")
     if args.images is not None and not args.images.is_dir():
         problems.append(f"--images: {args.images} is not a folder")
+    if args.baseline is not None and not args.baseline.is_file():
+        problems.append(f"--baseline: no weights file at {args.baseline}")
     for name, value, minimum in (
         ("--concurrency", args.concurrency, 1),
         ("--image-retries", args.image_retries, 1),

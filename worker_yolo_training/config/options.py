@@ -99,6 +99,9 @@ def mode_help(modes: tuple[Mode, ...] = tuple(Mode)) -> str:
     return "; ".join(f"{mode.value}: {MODE_HELP[mode]}" for mode in modes) + "."
 
 
+PUBLISH_IF = ("always", "better")
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """Everything the worker was asked to do, typed and validated; each field is an option."""
@@ -217,6 +220,26 @@ class TrainingConfig:
         "Threshold published for the inference worker, in (0, 1]. Empty: the one that maximises "
         "the page-level F1 on val (classify mode: the macro-F1 of the elements of val).",
         values.threshold,
+    )
+    baseline_model_version: str | None = option(
+        "advanced.baseline_model_version",
+        "string",
+        None,
+        "Model version to compare with",
+        "UUID of the model version the new one is compared with when the run fine-tunes none. "
+        "Empty: the latest available version of target_model_id.",
+        values.model_version_id,
+    )
+    publish_if: str = option(
+        "advanced.publish_if",
+        "enum",
+        PUBLISH_IF[0],
+        "Publish the new version",
+        "always; better: only when its page-level F1 on test (val without test) is not lower "
+        "than the baseline's (the version fine-tuned, --baseline or the target model's latest); "
+        "else no model version is created, the run ends with the results archive.",
+        values.choice(PUBLISH_IF),
+        choices=PUBLISH_IF,
     )
     training_kwargs: dict = option(  # noqa: RUF009 (option() is a dataclass field)
         "advanced.training_kwargs",

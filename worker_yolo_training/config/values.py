@@ -126,3 +126,12 @@ def model_id(value: Any) -> str:
     if not isinstance(value, str) or not UUID_PATTERN.match(value.strip()):
         raise ValueError(f"expected a model UUID, got {value!r}")
     return value.strip()
+
+
+def model_version_id(value: Any) -> str | None:
+    """A model version UUID; empty: none."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not UUID_PATTERN.match(value.strip()):
+        raise ValueError(f"expected a model version UUID, got {value!r}")
+    return value.strip().lower()

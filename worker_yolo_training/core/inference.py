@@ -9,6 +9,8 @@ keys, then the user's values), so it holds only keys that worker reads, each wit
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 # Every key of the segmenter's configuration (teklia-yolo-worker 1.4.3: worker_yolo/worker.py
@@ -38,6 +40,8 @@ SEGMENTER_MODES = ("default", "minimum_rotated_rectangle")
 DEFAULT_THRESHOLD = 0.25
 # The segmenter's NMS IoU at prediction (its `iou` default; we publish no other)
 SEGMENTER_IOU = 0.7
+# The segmenter's `max_detection` default (Ultralytics `max_det` at prediction)
+SEGMENTER_MAX_DETECTION = 300
 # The classifier rounds the top-1 confidence before comparing it with its threshold
 CONFIDENCE_DECIMALS = 3
 
@@ -88,3 +92,31 @@ def classifier_configuration(*, image_size: int, confidence_threshold: float) ->
       calibrated on val (best macro-F1), or `advanced.confidence_threshold`.
     """
     return {"thumbnail_size": image_size, "confidence_threshold": confidence_threshold}
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How the inference worker runs a model version: the keys it reads from the version's
+    published configuration, its own defaults for the others."""
+
+    confidence_threshold: float = DEFAULT_THRESHOLD
+    max_detection: int = SEGMENTER_MAX_DETECTION
+    iou: float = SEGMENTER_IOU
+    use_segment: tuple[str, ...] = ()
+    #: The segmenter's `mode: minimum_rotated_rectangle`
+    min_rectangle: bool = False
+    thumbnail_size: int | None = None
+
+
+def inference_settings(configuration: Mapping[str, Any]) -> InferenceSettings:
+    """A published configuration as the segmenter and the classifier read it (Arkindex merges it
+    over their defaults); keys they do not read are ignored."""
+    thumbnail = configuration.get("thumbnail_size")
+    return InferenceSettings(
+        confidence_threshold=float(configuration.get("confidence_threshold", DEFAULT_THRESHOLD)),
+        max_detection=int(configuration.get("max_detection", SEGMENTER_MAX_DETECTION)),
+        iou=float(configuration.get("iou", SEGMENTER_IOU)),
+        use_segment=tuple(str(name) for name in configuration.get("use_segment") or ()),
+        min_rectangle=configuration.get("mode") == SEGMENTER_MODES[1],
+        thumbnail_size=int(thumbnail) if thumbnail else None,
+    )

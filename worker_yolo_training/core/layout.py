@@ -7,6 +7,7 @@ OUT/
   training/              Ultralytics' run folder (weights/best.pt, weights/last.pt, curves, …)
   eval_<split>/          evaluation of the best weights on one split; pages/ holds the page-level
                          evaluation (predictions.jsonl and pictures)
+  baseline/eval_<split>/  the compared model's page-level evaluation (when there is one)
   metrics.json, evaluation.md, training.json, model_version.json, run.json (what --resume checks)
   model/model.pt         the published model directory
   results.tar.zst        the results archive (its members: `publish.results_members`)
@@ -93,6 +94,8 @@ class RunLayout:
     model_version = At("model_version.json")
     # What this training was (mode, classes, sizes, versions, dataset counts)
     training_metadata = At("training.json")
+    # The baseline's page-level evaluation (its eval_<split>/pages), when a model is compared
+    baseline = At("baseline")
     model_dir = At("model")
     model_file = At("model", MODEL_FILE)
     archive = At("results.tar.zst")
@@ -123,14 +126,15 @@ class RunLayout:
     def evaluation_outputs(self) -> list[Path]:
         """What the evaluation and packaging write, after training."""
         fixed = [self.metrics, self.evaluation_md, self.model_version, self.training_metadata]
-        fixed += [self.model_dir, partial_path(self.archive)]
+        fixed += [self.model_dir, self.baseline, partial_path(self.archive)]
         return fixed + [self.evaluation(split) for split in SPLITS]
 
     def outputs(self) -> list[Path]:
         """What a previous run may have left here, the dataset first."""
         fixed = [self.dataset, self.training, self.metrics, self.evaluation_md]
         fixed += [self.model_version, self.model_dir, self.archive, self.crops_scratch]
-        fixed += [self.fingerprint, self.training_metadata, partial_path(self.archive)]
+        fixed += [self.fingerprint, self.training_metadata, self.baseline]
+        fixed += [partial_path(self.archive)]
         return fixed + [self.evaluation(split) for split in SPLITS]
 
 

@@ -11,14 +11,31 @@ from worker_yolo_training.evaluate.classification import (
     element_figures,
     evaluate_classifier,
 )
+from worker_yolo_training.evaluate.comparison import (
+    CHANGED,
+    Change,
+    ClassSets,
+    changes,
+    class_sets,
+    compare,
+    element_f1,
+)
 from worker_yolo_training.evaluate.draw import (
     PREDICTION_COLOUR,
     TRUTH_COLOUR,
+    draw_comparison,
     draw_element,
     picture_choice,
     prediction_label,
 )
-from worker_yolo_training.evaluate.evaluation import ElementEvaluation, Evaluation
+from worker_yolo_training.evaluate.evaluation import (
+    COMPARED_SPLITS,
+    COMPARISON_HEADING,
+    Comparison,
+    ElementEvaluation,
+    Evaluation,
+    Kept,
+)
 from worker_yolo_training.evaluate.metrics import metrics_table, split_metrics
 from worker_yolo_training.evaluate.pages import (
     evaluate_pages,
@@ -44,20 +61,32 @@ from worker_yolo_training.evaluate.score import (
 )
 
 __all__ = [
+    "CHANGED",
+    "COMPARED_SPLITS",
+    "COMPARISON_HEADING",
     "MATCH_IOU",
     "PREDICTION_COLOUR",
     "TRUTH_COLOUR",
+    "Change",
+    "ClassSets",
+    "Comparison",
     "ElementEvaluation",
     "ElementPrediction",
     "ElementScores",
     "Evaluation",
+    "Kept",
     "Scored",
     "calibrate",
     "calibrate_classifier",
+    "changes",
     "choose_threshold",
+    "class_sets",
     "classification_metrics",
     "classification_tables",
+    "compare",
+    "draw_comparison",
     "draw_element",
+    "element_f1",
     "element_figures",
     "evaluate_classifier",
     "evaluate_pages",

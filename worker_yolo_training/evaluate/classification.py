@@ -32,11 +32,12 @@ from worker_yolo_training.core import (
     CONFIDENCE_DECIMALS,
     DEFAULT_THRESHOLD,
     ElementTruth,
+    Prediction,
     RunLayout,
     escape,
     markdown_table,
 )
-from worker_yolo_training.evaluate.evaluation import ElementEvaluation
+from worker_yolo_training.evaluate.evaluation import COMPARED_SPLITS, ElementEvaluation, Kept
 from worker_yolo_training.evaluate.pages import segmenter_image
 
 logger = logging.getLogger(__name__)
@@ -231,7 +232,26 @@ def evaluate_classifier(
             f"Classifier evaluation of {split}: {pages[split]['correct']} of "
             f"{len(found)} elements right, {pages[split]['classified']} classified"
         )
-    return ElementEvaluation(pages, threshold, classifier_table(pages, threshold))
+    overall = {
+        split: {rate: figures[f"macro_{rate}"] for rate in RATES}
+        for split, figures in pages.items()
+    }
+    kept = {
+        split: {p.element: element_kept(p, threshold) for p in found}
+        for split, found in predictions.items()
+        if split in COMPARED_SPLITS
+    }
+    table = classifier_table(pages, threshold)
+    return ElementEvaluation(pages, threshold, table, overall=overall, kept=kept)
+
+
+def element_kept(prediction: ElementPrediction, threshold: float) -> Kept:
+    """The class the classifier creates on an element (none under the threshold), and whether
+    it is the element's: as a prediction without polygon, for the comparison's pictures."""
+    if prediction.confidence < threshold:
+        return ()
+    found = Prediction(prediction.class_name, prediction.confidence, ())
+    return ((found, prediction.class_name == prediction.truth),)
 
 
 def _rates(row: Mapping[str, Any], keys: Iterable[str]) -> list[str]:

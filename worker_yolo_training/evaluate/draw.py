@@ -47,6 +47,16 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default(size)
 
 
+def _annotations_legend(
+    truth: ElementTruth, class_names: Sequence[str]
+) -> list[tuple[str, tuple[int, int, int]]]:
+    expected = Counter(name for name, _ in truth.objects)
+    lines = [(truth.element_id, (0, 0, 0)), ("annotation", TRUTH_COLOUR)]
+    return lines + [
+        (f"{name}: {expected[name]} annotated", (0, 0, 0)) for name in class_names if expected[name]
+    ]
+
+
 def _legend(
     truth: ElementTruth, kept: Sequence[tuple[Prediction, bool]], class_names: Sequence[str]
 ) -> list[tuple[str, tuple[int, int, int]]]:
@@ -68,6 +78,12 @@ def _legend(
         for name in class_names
         if expected[name] or found[name]
     ]
+    # A class given to the whole element (classify mode) has no outline to label
+    lines += [
+        (f"predicted: {prediction_label(p, is_match)}", PREDICTION_COLOUR)
+        for p, is_match in kept
+        if not p.polygon
+    ]
     return lines
 
 
@@ -84,6 +100,45 @@ def draw_element(
     target: Path,
 ) -> Path:
     """Draw one element (predictions with whether each is matched) into a JPEG at `target`."""
+    return _save(element_picture(truth, kept, class_names), target)
+
+
+def draw_comparison(
+    truth: ElementTruth,
+    panels: Sequence[tuple[str, Sequence[tuple[Prediction, bool]]]],
+    class_names: Sequence[str],
+    target: Path,
+) -> Path:
+    """One element side by side: its annotations alone, then each (title, predictions) panel
+    (the baseline's, the new model's), into a JPEG at `target`."""
+    pictures = [("annotations", element_picture(truth, None, class_names))]
+    pictures += [(title, element_picture(truth, kept, class_names)) for title, kept in panels]
+    size = max(12, round(max(pictures[0][1].size) / 40))
+    font, band = _font(size), round(size * 1.6)
+    width = sum(picture.width for _, picture in pictures) + size * (len(pictures) - 1)
+    height = band + max(picture.height for _, picture in pictures)
+    sheet = Image.new("RGB", (width, height), "white")
+    draw, left = ImageDraw.Draw(sheet), 0
+    for title, picture in pictures:
+        draw.text((left + size // 2, size // 4), title, fill=(0, 0, 0), font=font)
+        sheet.paste(picture, (left, band))
+        left += picture.width + size
+    return _save(sheet, target)
+
+
+def _save(picture: Image.Image, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(target, quality=90)
+    return target
+
+
+def element_picture(
+    truth: ElementTruth,
+    kept: Sequence[tuple[Prediction, bool]] | None,
+    class_names: Sequence[str],
+) -> Image.Image:
+    """One element with its annotations and the predictions kept (None: annotations only),
+    under the legend band."""
     with Image.open(truth.image) as source:
         image = source.convert("RGB")
     # Thumbnails can be small: enlarge them so that labels stay readable
@@ -92,7 +147,12 @@ def draw_element(
     scale_x, scale_y = image.width / truth.width, image.height / truth.height
     size = max(12, round(max(image.size) / 60))
     font, line = _font(size), round(size * 1.3)
-    legend = _legend(truth, kept, class_names)
+    legend = (
+        _annotations_legend(truth, class_names)
+        if kept is None
+        else _legend(truth, kept, class_names)
+    )
+    kept = kept or ()
     band = line * len(legend) + size // 2
     text_width = max(font.getlength(text) for text, _ in legend) + size
     picture = Image.new("RGB", (max(image.width, round(text_width)), image.height + band), "white")
@@ -109,6 +169,8 @@ def draw_element(
         if len(polygon) >= 2:
             draw.line([*points(polygon), points(polygon)[0]], fill=TRUTH_COLOUR, width=width)
     for prediction, is_match in kept:
+        if len(prediction.polygon) < 2:
+            continue
         outline = points(prediction.polygon)
         draw.line([*outline, outline[0]], fill=PREDICTION_COLOUR, width=width)
         x, y = min(outline, key=lambda point: (point[1], point[0]))
@@ -116,6 +178,4 @@ def draw_element(
         left, top, right, bottom = draw.textbbox((x, y), text, font=font, anchor="lb")
         draw.rectangle((left, top, right, bottom), fill=PREDICTION_COLOUR)
         draw.text((x, y), text, fill="black", font=font, anchor="lb")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(target, quality=90)
-    return target
+    return picture

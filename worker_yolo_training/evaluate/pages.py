@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -45,7 +46,7 @@ from worker_yolo_training.core import (
     safe_name,
 )
 from worker_yolo_training.evaluate.draw import draw_element, picture_choice
-from worker_yolo_training.evaluate.evaluation import ElementEvaluation
+from worker_yolo_training.evaluate.evaluation import COMPARED_SPLITS, ElementEvaluation, Kept
 from worker_yolo_training.evaluate.score import (
     ElementScores,
     choose_threshold,
@@ -215,6 +216,7 @@ def evaluate_pages(
     fixed_threshold: float | None = None,
     device: str = "cpu",
     min_rectangle: bool = False,
+    pictures: bool = True,
 ) -> ElementEvaluation:
     """The `pages` section of `metrics.json` (per non-empty split, figures at one confidence
     threshold: `fixed_threshold`, else calibrated on val), that threshold and the tables. Writes
@@ -223,6 +225,8 @@ def evaluate_pages(
 
     `iou` and `max_det` are the segmenter's `iou` and `max_detection`; `oriented` says the model
     is an obb model (checked); `min_rectangle` is the segmenter's `minimum_rotated_rectangle` mode.
+    Predictions of classes not in `class_names` (a baseline's other classes) are left out, counted.
+    `pictures: False` draws none (a baseline's evaluation: the comparison draws its own).
     """
     from ultralytics import YOLO
 
@@ -242,10 +246,11 @@ def evaluate_pages(
     for split, elements in splits.items():
         if elements:
             scores[split] = _predict_split(
-                model, split, elements, use_segment, prediction, layout, min_rectangle
-            )
+                model, split, elements, class_names, use_segment, prediction, layout,
+                min_rectangle,
+            )  # fmt: skip
     threshold = choose_threshold(scores.get("val", []), fixed_threshold)
-    pages = {}
+    pages, kept = {}, {}
     for split, scored in scores.items():
         pages[split] = split_figures(scored, threshold, class_names)
         overall = pages[split]["all"]
@@ -255,24 +260,43 @@ def evaluate_pages(
             f"precision {overall['precision']:.3f}, recall {overall['recall']:.3f}, "
             f"F1 {overall['f1']:.3f}"
         )
-        _write_split(layout, split, splits[split], scored, pages[split], class_names)
+        found = _write_split(
+            layout, split, splits[split], scored, pages[split], class_names, pictures
+        )
+        if split in COMPARED_SPLITS:
+            kept[split] = found
     table = page_table(pages, threshold, fixed=fixed_threshold is not None)
-    return ElementEvaluation(pages, threshold, table, worst_elements_table(pages))
+    overall = {
+        split: {key: result["all"][key] for key in ("precision", "recall", "f1")}
+        for split, result in pages.items()
+    }
+    return ElementEvaluation(
+        pages, threshold, table, worst_elements_table(pages), overall=overall, kept=kept
+    )
 
 
-def _predict_split(model, split, elements, use_segment, prediction, layout, min_rectangle):
+def _predict_split(
+    model, split, elements, class_names, use_segment, prediction, layout, min_rectangle
+):
     layout.pages(split).mkdir(parents=True, exist_ok=True)
-    scored, dropped = [], 0
+    scored, dropped, foreign = [], 0, Counter()
     with layout.all_predictions(split).open("w") as output:
         for truth, predictions, invalid in predict_elements(
             model, elements, use_segment, prediction, min_rectangle
         ):
+            foreign.update(p.class_name for p in predictions if p.class_name not in class_names)
+            predictions = [p for p in predictions if p.class_name in class_names]
             output.write(prediction_line(truth, predictions) + "\n")
             scored.append(score_element(truth, predictions))
             dropped += invalid
     if dropped:
         logger.warning(
             f"{split}: {dropped} predictions dropped as invalid geometries, as the segmenter does"
+        )
+    if foreign:
+        logger.warning(
+            f"{split}: predictions of classes this dataset does not annotate left out: "
+            + ", ".join(f"{name}: {count}" for name, count in sorted(foreign.items()))
         )
     return scored
 
@@ -284,26 +308,33 @@ def _write_split(
     scored: Sequence[ElementScores],
     result: dict,
     class_names: Sequence[str],
-) -> None:
-    """`predictions.jsonl` at the threshold, and the pictures; the all-confidence file goes."""
+    pictures: bool = True,
+) -> dict[str, Kept]:
+    """`predictions.jsonl` at the threshold, and the pictures; the all-confidence file goes.
+    Returns what each element of a compared split got at the threshold."""
     threshold = result["confidence_threshold"]
     folder = layout.pages(split)
     names = {
         element_id: folder / f"{rank:02d}_{safe_name(element_id)}.jpg"
         for rank, element_id in enumerate(picture_choice(result["elements"]), start=1)
+        if pictures
     }
     truths = {truth.element_id: truth for truth in elements}
     matched = {element.element_id: element.predictions for element in scored}
+    found: dict[str, Kept] = {}
     with layout.predictions(split).open("w") as output:
         for element_id, predictions in read_predictions(layout.all_predictions(split)):
             truth = truths[element_id]
             # The confidences scored (not the file's rounded ones) decide, as in the figures
             kept = [
-                (found, scores.iou is not None)
-                for found, scores in zip(predictions, matched[element_id], strict=True)
+                (prediction, scores.iou is not None)
+                for prediction, scores in zip(predictions, matched[element_id], strict=True)
                 if scores.confidence >= threshold
             ]
-            output.write(prediction_line(truth, [found for found, _ in kept]) + "\n")
+            output.write(prediction_line(truth, [item for item, _ in kept]) + "\n")
+            if split in COMPARED_SPLITS:
+                found[element_id] = tuple(kept)
             if element_id in names:
                 draw_element(truth, kept, class_names, names[element_id])
     layout.all_predictions(split).unlink()
+    return found

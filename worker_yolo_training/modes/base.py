@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from arkindex_worker.models import DatasetSet
 
 from worker_yolo_training.config import TrainingConfig
-from worker_yolo_training.core import Mode, RunLayout
+from worker_yolo_training.core import InferenceSettings, Mode, RunLayout
 from worker_yolo_training.evaluate import ElementEvaluation
 from worker_yolo_training.export import ClassSource, Export, Page
 from worker_yolo_training.extract import DatasetFormat, ExtractedDataset
@@ -59,9 +59,16 @@ class ModeSpec(ClassSource, DatasetFormat, Protocol):
     def metrics_table(self, metrics: dict[str, dict]) -> str:
         """`split_metrics` of every split as Markdown."""
 
-    def evaluate_elements(self, trained: Trained, config: TrainingConfig) -> ElementEvaluation:
+    def evaluate_elements(
+        self,
+        trained: Trained,
+        config: TrainingConfig,
+        published: InferenceSettings | None = None,
+    ) -> ElementEvaluation:
         """What the inference worker will produce on each element of every non-empty split,
-        scored; writes each split's `pages` folder."""
+        scored; writes each split's `pages` folder. With `published` (a baseline's
+        configuration, as the inference worker reads it): only on the compared splits, with
+        those settings, without pictures."""
 
     def inference_configuration(
         self, config: TrainingConfig, confidence_threshold: float, max_detection: int | None

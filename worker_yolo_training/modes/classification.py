@@ -26,6 +26,7 @@ from worker_yolo_training.config import MANUAL, TrainingConfig
 from worker_yolo_training.core import (
     DEFAULT_THRESHOLD,
     SPLITS,
+    InferenceSettings,
     Mode,
     Skip,
     classifier_configuration,
@@ -33,6 +34,7 @@ from worker_yolo_training.core import (
     safe_name,
 )
 from worker_yolo_training.evaluate import (
+    COMPARED_SPLITS,
     ElementEvaluation,
     classification_metrics,
     classification_tables,
@@ -201,13 +203,23 @@ class Classification:
     def metrics_table(self, metrics: dict[str, dict]) -> str:
         return classification_tables(metrics)
 
-    def evaluate_elements(self, trained: Trained, config: TrainingConfig) -> ElementEvaluation:
+    def evaluate_elements(
+        self,
+        trained: Trained,
+        config: TrainingConfig,
+        published: InferenceSettings | None = None,
+    ) -> ElementEvaluation:
+        splits = trained.dataset.splits
+        threshold = config.confidence_threshold
+        if published is not None:
+            splits = [split for split in COMPARED_SPLITS if split in splits]
+            threshold = published.confidence_threshold
         return evaluate_classifier(
             trained.weights,
-            read_truths(trained.dataset.root, trained.dataset.splits),
+            read_truths(trained.dataset.root, splits),
             config.class_names,
             trained.layout,
-            config.confidence_threshold,
+            threshold,
             trained.device,
         )
 

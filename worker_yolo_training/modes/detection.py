@@ -18,6 +18,7 @@ from arkindex_worker.models import DatasetSet
 from worker_yolo_training.config import MANUAL, TrainingConfig
 from worker_yolo_training.core import (
     DEFAULT_THRESHOLD,
+    InferenceSettings,
     Label,
     Mode,
     Skip,
@@ -29,6 +30,7 @@ from worker_yolo_training.core import (
     write_text,
 )
 from worker_yolo_training.evaluate import (
+    COMPARED_SPLITS,
     MATCH_IOU,
     ElementEvaluation,
     evaluate_pages,
@@ -130,10 +132,30 @@ class Detection:
     def use_segment(self, class_names: Sequence[str]) -> list[str]:
         return list(class_names) if "mask" in self.metric_kinds else []
 
-    def evaluate_elements(self, trained: Trained, config: TrainingConfig) -> ElementEvaluation:
+    def evaluate_elements(
+        self,
+        trained: Trained,
+        config: TrainingConfig,
+        published: InferenceSettings | None = None,
+    ) -> ElementEvaluation:
         """The page-level evaluation: what the YOLO segmenter creates on each element, matched
         with its annotated objects; the page table and the worst elements."""
         dataset = trained.dataset
+        if published is not None:
+            return evaluate_pages(
+                trained.weights,
+                read_truths(dataset.root, [s for s in COMPARED_SPLITS if s in dataset.splits]),
+                config.class_names,
+                use_segment=published.use_segment,
+                oriented=self.mode is Mode.OBB,
+                layout=trained.layout,
+                max_det=published.max_detection,
+                iou=published.iou,
+                fixed_threshold=published.confidence_threshold,
+                device=trained.device,
+                min_rectangle=published.min_rectangle,
+                pictures=False,
+            )
         return evaluate_pages(
             trained.weights,
             read_truths(dataset.root, dataset.splits),

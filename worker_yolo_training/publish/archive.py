@@ -38,7 +38,7 @@ def build_model_dir(best_weights: Path, layout: RunLayout) -> Path:
 
 def results_members(layout: RunLayout, splits: Iterable[str]) -> tuple[list[Path], list[Path]]:
     """What `results.tar.zst` holds: folders (without weights) and files, at the archive root."""
-    folders = [layout.training, *(layout.evaluation(split) for split in splits)]
+    folders = [layout.training, *(layout.evaluation(split) for split in splits), layout.baseline]
     files = [layout.metrics, layout.evaluation_md, layout.summary, layout.training_metadata]
     return folders, files
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker_yolo_training.core import Mode, escape, markdown_table
+from worker_yolo_training.evaluate import COMPARISON_HEADING
 from worker_yolo_training.extract import SplitReport, summary_table
 
 
@@ -75,9 +76,11 @@ def model_description(
     worst_elements: str,
     map_table: str,
     heading: str,
+    comparison: str = "",
 ) -> str:
     """Markdown shown on the model version's page: a summary line, the inference worker's view
-    (under `heading`, the mode's), the worst elements (when there are),
+    (under `heading`, the mode's), the comparison with the baseline (when there is one), the
+    worst elements (when there are),
     Ultralytics' metrics, then the training details (from `training_metadata`). The tables are
     given as Markdown."""
     names = ", ".join(f"`{name}`" for name in metadata["class_names"])
@@ -85,6 +88,7 @@ def model_description(
         f"YOLO{metadata['ultralytics_model_size']} trained in {metadata['mode']} mode on {names} "
         f"({metadata['image_size']} px, Ultralytics {metadata['ultralytics_version']}).",
         f"## {heading}\n\n{page_table.strip()}",
+        *([f"## {COMPARISON_HEADING}\n\n{comparison.strip()}"] if comparison.strip() else []),
         *([f"## Worst elements\n\n{worst_elements.strip()}"] if worst_elements.strip() else []),
         f"## Ultralytics metrics\n\n{map_table.strip()}",
         "## Training\n\n" + _settings_table(metadata),

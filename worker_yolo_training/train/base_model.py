@@ -40,7 +40,8 @@ class BaseModelError(Exception):
     """The base model cannot be obtained; the message says how to provide it."""
 
 
-def _download(url: str, target: Path) -> None:
+def download(url: str, target: Path) -> None:
+    """`url` streamed to `target` (a partial file until it is whole)."""
     partial = target.with_suffix(".partial")
     with requests.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT) as response:
         response.raise_for_status()
@@ -166,7 +167,7 @@ def resolve_base_model(
     url = WEIGHTS_URL.format(name=weights)
     logger.info(f"Downloading pretrained weights {url} to {target}")
     try:
-        _download(url, target)
+        download(url, target)
     except requests.RequestException as error:
         raise BaseModelError(
             f"Could not download the pretrained weights {weights} ({error}). "
