@@ -1,5 +1,6 @@
 """The image pipeline against a loopback IIIF server: URLs, faults, cache, fetch-once."""
 
+import json
 import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -208,3 +209,21 @@ def test_crops_too_small_for_ultralytics_are_skipped_and_counted():
     assert build_sample(page, config) is Skip.TooSmall
     page.polygon = rectangle(0, 0, 300, 12)
     assert isinstance(build_sample(page, config), Sample)
+
+
+def test_results_come_in_element_order_whatever_the_download_order(make_export, tmp_path):
+    """The first elements' images arrive last: a cold run still writes its truth lines in
+    element order, as a warm run (no download) does, byte for byte."""
+    export = make_export(pages=12)
+    train = sorted(element for index, element in enumerate(export.pages) if index % 4)
+    export.server.slow_ids = {export.pages[element]: 0.6 for element in train[:3]}
+    export.run(tmp_path / "cold")
+    export.server.slow_ids = {}
+    export.run(tmp_path / "warm")
+    truths = {}
+    for run in ("cold", "warm"):
+        folder = tmp_path / run / "dataset" / "truth"
+        truths[run] = {path.name: path.read_bytes() for path in folder.glob("*.jsonl")}
+    assert truths["cold"] == truths["warm"]
+    lines = truths["cold"]["train.jsonl"].decode().splitlines()
+    assert [json.loads(line)["element"] for line in lines] == train
