@@ -167,7 +167,7 @@ def test_memory_stays_bounded_and_time_linear_on_100k_objects():
 
 
 def test_segment_pages_of_hundreds_of_objects_are_measured_quickly():
-    """Nesting uses an STRtree per element: 2 zones and 400 lines in well under a second."""
+    """Crowded elements go through an STRtree: 2 zones and 400 lines in well under a second."""
     objects = [("main_zone", square(0, 0, 1000)), ("margin", square(900, 0, 100))]
     objects += [
         ("text_line", square(20 * (i % 40) + 5, 50 * (i // 40) + 5, 10)) for i in range(400)

@@ -21,6 +21,7 @@ from worker_yolo_training.core.geometry import (
     object_label,
     object_labels,
     oriented_labels,
+    simple_rings,
 )
 from worker_yolo_training.core.inference import (
     CONFIDENCE_DECIMALS,
@@ -84,6 +85,7 @@ __all__ = [
     "read_truths",
     "safe_name",
     "segmenter_configuration",
+    "simple_rings",
     "truth_line",
     "write_text",
 ]

@@ -16,7 +16,7 @@ from itertools import chain
 import numpy as np
 import shapely
 
-from worker_yolo_training.core import Label, Mode
+from worker_yolo_training.core import Label, Mode, simple_rings
 
 # Under these an object is too thin to be learned reliably (a mask pixel is `mask_ratio` image
 # pixels, Ultralytics' default 4)
@@ -27,6 +27,9 @@ DEFAULT_MASK_RATIO = 4
 INSIDE_SHARE = 0.90
 PERCENTILES = (5, 50, 95)
 PENDING_VALUES = 16_384
+# Up to this many objects on an element, nesting candidates are found by comparing every pair of
+# boxes (numpy) rather than through an STRtree, whose construction costs more on common pages
+DENSE_PAIRS = 200
 
 
 class Histogram:
@@ -132,10 +135,12 @@ class ObjectSizes:
 
 def _polygons(points: np.ndarray, lengths: list[int]) -> np.ndarray:
     """Shapely polygons of consecutive rings, repaired when invalid (a joined multi-part segment
-    touches itself along its cuts)."""
-    indices = np.repeat(np.arange(len(lengths)), lengths)
+    touches itself along its cuts); trivially simple rings are not tested."""
+    sizes = np.array(lengths)
+    indices = np.repeat(np.arange(len(sizes)), sizes)
     shapes = shapely.polygons(shapely.linearrings(points, indices=indices))
-    invalid = ~shapely.is_valid(shapes)
+    tested = np.flatnonzero(~simple_rings(points, np.cumsum(sizes) - sizes, sizes))
+    invalid = tested[~shapely.is_valid(shapes[tested])]
     shapes[invalid] = shapely.make_valid(shapes[invalid])
     return shapes
 
@@ -173,11 +178,21 @@ def _measure(labels: list[Label], mode: Mode, scale: np.ndarray):
     return thickness, maxx - minx, maxy - miny, shapes
 
 
+def _overlapping_boxes(shapes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j) index pairs of shapes whose boxes meet, each pair both ways and each shape with
+    itself: compared all with all on common pages, with an STRtree on crowded ones."""
+    if len(shapes) > DENSE_PAIRS:
+        return shapely.STRtree(shapes).query(shapes)
+    low_x, low_y, high_x, high_y = shapely.bounds(shapes).T[:, :, None]
+    meet = (low_x <= high_x.T) & (high_x >= low_x.T) & (low_y <= high_y.T) & (high_y >= low_y.T)
+    return np.nonzero(meet)
+
+
 def nested_pairs(classes: list[str], shapes: np.ndarray) -> Counter:
     """How many objects of each class lie inside an object of each class (`(inner, outer)` →
     count): at least `INSIDE_SHARE` of the inner object's area, the outer one being at least as
-    large. An STRtree keeps it fast on pages of hundreds of objects."""
-    inner, outer = shapely.STRtree(shapes).query(shapes)
+    large. Boxes rule out most pairs before any geometry (`_overlapping_boxes`)."""
+    inner, outer = _overlapping_boxes(shapes)
     areas = shapely.area(shapes)
     bounds = shapely.bounds(shapes)
     # Two boxes' overlap bounds their shapes' overlap: neighbours are ruled out without geometry
