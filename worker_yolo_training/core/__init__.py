@@ -6,6 +6,7 @@ inference workers, Markdown tables."""
 from worker_yolo_training.core.files import (
     DISK_FULL,
     DiskFullError,
+    Linker,
     disk_space,
     link_or_copy,
     safe_name,
@@ -65,6 +66,7 @@ __all__ = [
     "ElementTruth",
     "Frame",
     "Label",
+    "Linker",
     "Mode",
     "Points",
     "Prediction",

@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from worker_yolo_training.config import TrainingConfig
-from worker_yolo_training.core import DatasetFiles, Skip, disk_space, link_or_copy
+from worker_yolo_training.core import DatasetFiles, Linker, Skip, disk_space
 from worker_yolo_training.export import SPLITS, Page, split_of
 from worker_yolo_training.extract.dataset import (
     DatasetFormat,
@@ -57,7 +57,8 @@ class DatasetWriter:
         self.written: dict[str, tuple[str, Path]] = {}
         self.leaks: dict[str, set[str]] = {}
         self.shape = DatasetShape(config.mode, config.class_names)
-        self.truths = TruthWriter(self.root, plain_store)
+        self.link = Linker()
+        self.truths = TruthWriter(self.root, plain_store, self.link)
 
     def add_set(self, set_name: str, pages: Iterable[Page]) -> None:
         """Extract one Arkindex set into its split; other set names are skipped with a warning."""
@@ -124,7 +125,7 @@ class DatasetWriter:
             report.downloaded += 1
         target = self.layout.image_path(self.root, split, sample)
         with disk_space(self.root):
-            link_or_copy(fetched.path, target)
+            self.link(fetched.path, target)
             self.layout.write_label(self.root, split, sample)
         self.written.setdefault(page.id, (split, target))
         report.images += 1

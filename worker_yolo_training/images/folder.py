@@ -70,6 +70,7 @@ class FolderSource:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
+        self.resolved = self.folder.resolve()  # once: `resolve` is an lstat per path part
 
     def path(self, image_id: str) -> Path:
         """The file of an image, inside the folder only (an id such as `../x` is refused)."""
@@ -87,7 +88,7 @@ class FolderSource:
     def describe(self, request: CropRequest) -> str:
         crop = request.crop
         return (
-            f"{self.folder.resolve()}/{request.image.id}"
+            f"{self.resolved}/{request.image.id}"
             f"#{crop.x},{crop.y},{crop.width},{crop.height}@{request.width},{request.height}"
         )
 
