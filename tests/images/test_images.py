@@ -1,6 +1,7 @@
 """The image pipeline against a loopback IIIF server: URLs, faults, cache, fetch-once."""
 
 import json
+import re
 import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -227,3 +228,19 @@ def test_results_come_in_element_order_whatever_the_download_order(make_export, 
     assert truths["cold"] == truths["warm"]
     lines = truths["cold"]["train.jsonl"].decode().splitlines()
     assert [json.loads(line)["element"] for line in lines] == train
+
+
+def test_progress_is_logged_per_set_as_lines_with_its_total(make_export, tmp_path):
+    # Without a terminal (Arkindex's task log): whole lines, never redrawn with a carriage
+    # return, each with done/total, the rate and the time left
+    export = make_export(pages=8)
+    process = export.run(tmp_path / "out")
+    assert "\r" not in process.stderr
+    lines = [line for line in process.stderr.splitlines() if line.startswith("Elements of")]
+    assert lines[0].startswith("Elements of train (train):   0%|") and " 0/6 " in lines[0]
+    done = {line.split(":")[0]: line for line in lines if "100%" in line}
+    for name, total in (("train (train)", 6), ("val (dev)", 1), ("test (test)", 1)):
+        assert re.search(
+            rf"{re.escape(name)}: 100%.*\| {total}/{total} \[.*<00:00, .*element/s",
+            done[f"Elements of {name}"],
+        )
