@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 
 # Without a terminal (Arkindex's task log, a file), the progress is a line every this many seconds
 LOG_INTERVAL = 10.0
+# tqdm's default without the bar: a line of a log file needs no drawing
+LOG_FORMAT = (
+    "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+)
 
 
 class _Lines:
@@ -66,9 +70,9 @@ def progress_bar(description: str, total: int | None) -> tqdm:
         unit="element",
         file=_Lines(sys.stderr),
         mininterval=LOG_INTERVAL,
-        maxinterval=LOG_INTERVAL,
-        ascii=True,
-        ncols=100,
+        # tqdm's monitor prints a stalled bar after this: a line when nothing moves, not twice
+        maxinterval=2 * LOG_INTERVAL,
+        bar_format=LOG_FORMAT,
     )
 
 
