@@ -100,7 +100,8 @@ def crop_stores(source: ImageSource, folder: Path, contrast: bool, keep: bool) -
 def extract(
     inputs: RunInputs, stores: Stores, layout: RunLayout, concurrency: int
 ) -> ExtractedDataset:
-    """Write the dataset from every set (two SQL statements per set, whatever its size)."""
+    """Write the dataset from every set (three SQL statements per set, whatever its size: its
+    size for the progress bar, its elements, their descendants)."""
     layout.dataset.mkdir(parents=True)
     config, mode = inputs.config, inputs.mode
     writer = DatasetWriter(layout.dataset, mode, config, stores.training, concurrency, stores.plain)
@@ -111,7 +112,9 @@ def extract(
                 f"Extracting set {printable(dataset_set.name)} of dataset {printable(dataset.name)}"
             )
             with export.open_export(inputs.exports[dataset.id]) as opened:
-                writer.add_set(dataset_set.name, mode.pages(opened, dataset.id, dataset_set.name))
+                total = opened.set_sizes(dataset.id).get(dataset_set.name)
+                pages = mode.pages(opened, dataset.id, dataset_set.name)
+                writer.add_set(dataset_set.name, pages, total)
     logger.info(f"Extraction SQL statements: {statements.count}")
     return writer.finish()
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import shapely
 from arkindex_worker.image import revert_orientation
 from arkindex_worker.models import Element
 from PIL import Image, ImageDraw
@@ -19,6 +20,7 @@ from worker_yolo_training.core import (
     object_label,
     object_labels,
     oriented_labels,
+    simple_rings,
 )
 from worker_yolo_training.images import orient
 
@@ -272,3 +274,28 @@ def test_a_page_of_well_formed_objects_gets_the_labels_of_the_one_by_one_path(
     for label, object_points, polygon in zip(together, points, polygons, strict=True):
         if isinstance(label, Label):
             assert [tuple(xy) for xy in object_points] == frame.orient_points(polygon)
+
+
+def test_trivially_simple_rings_are_valid_polygons_with_an_area():
+    # What skips GEOS must never let through a polygon GEOS finds invalid or empty: random
+    # triangles and quadrilaterals (many bow-ties), near-collinear, repeated and closed ones
+    rng = np.random.default_rng(3)
+    rings = [rng.uniform(0, 10, size=(int(rng.integers(3, 5)), 2)) for _ in range(3000)]
+    rings += [np.round(ring) for ring in rings[:1000]]  # integer points: collinear, repeated
+    rings += [np.vstack([ring, ring[:1]]) for ring in rings[:1000]]  # closed
+    rings += [
+        np.array([[0, 0], [1, 1e-12], [2, 0]]),  # flat triangle
+        np.array([[0, 0], [4, 0], [4, 4], [2, 2 + 1e-13]]),  # a corner barely turning
+        np.array([[0, 0], [4, 0], [4, 0], [0, 4]]),  # a repeated point
+        np.array([[0, 0], [4, 0], [0, 4], [4, 4]]),  # bow-tie
+    ]
+    lengths = np.array([len(ring) for ring in rings])
+    points = np.concatenate(rings)
+    simple = simple_rings(points, np.cumsum(lengths) - lengths, lengths)
+    indices = np.repeat(np.arange(len(rings)), lengths)
+    shapes = shapely.polygons(shapely.linearrings(points, indices=indices))
+    assert (shapely.is_valid(shapes[simple]) & (shapely.area(shapes[simple]) > 0)).all()
+    assert not simple[-4:].any()
+    # most convex ones are told without GEOS
+    convex = shapely.equals_exact(shapes, shapely.convex_hull(shapes), normalize=True)
+    assert simple.sum() > 0.9 * (convex & shapely.is_valid(shapes)).sum() > 1000

@@ -132,3 +132,22 @@ def test_a_copy_across_file_systems_leaves_no_truncated_image(tmp_path, monkeypa
     with pytest.raises(OSError):
         files.link_or_copy(source, target)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cached.jpg"]
+
+
+def test_linking_or_copying_is_decided_once(tmp_path, monkeypatch):
+    # A dataset on another file system than the cache: the first link is refused, every image
+    # after it is copied without trying a link again
+    calls = []
+
+    def cross_device(*args):
+        calls.append(args)
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(files.os, "link", cross_device)
+    link = files.Linker()
+    for index in range(3):
+        source, target = tmp_path / f"cached{index}.jpg", tmp_path / f"dataset{index}.jpg"
+        source.write_bytes(b"\xff\xd8 image %d \xff\xd9" % index)
+        link(source, target)
+        assert target.read_bytes() == source.read_bytes()
+    assert len(calls) == 1 and link.copies

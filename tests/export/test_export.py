@@ -1,5 +1,7 @@
 """Reading exports: descendants at any depth, each once, in a bounded number of statements."""
 
+import json
+import math
 import sqlite3
 
 import pytest
@@ -91,3 +93,48 @@ def test_descendant_text_stored_as_blobs_reads_as_text(builder):
     (child,) = read.children
     assert (child.id, child.type, child.image_id) == (line, "text_line", image.id)
     assert child.polygon == rectangle(10, 10, 50, 20)
+
+
+# Polygon texts as an export may hold them, and what reading each alone gives
+POLYGON_TEXTS = [
+    "[[0, 0], [10, 0], [10, 10]]",
+    " [[1, 2], [3, 4], [5, 6]] ",  # spaces around
+    "[[1e999, 0], [0, 1], [1, 1]]",  # infinity: rejected later, not here
+    "[[12345678901234567890123, 0]]",  # an integer read as a float
+    '[[0, "a\\u00e9"]]',
+    "1,2",  # these three are not JSON alone, but joined they would be: [1,2,[3,4]]
+    "[3",
+    "4]",
+    "[[NaN, 0], [1, 1], [0, 1]]",  # JSON to Python, not to SQLite
+    "not json",
+    "",
+]
+
+
+@pytest.mark.parametrize("texts", [POLYGON_TEXTS[:5], POLYGON_TEXTS, POLYGON_TEXTS[5:8]])
+def test_polygon_texts_are_read_as_json_or_kept_as_text(builder, texts):
+    image = builder.image(100, 100)
+    dataset = builder.dataset()
+    page = builder.element("page", rectangle(0, 0, 100, 100), image)
+    line = rectangle(0, 0, 1, 1)
+    children = [builder.element("text_line", line, image, parents=(page,)) for _ in texts]
+    builder.add_to_set(dataset, "train", page)
+    builder.close()
+    with sqlite3.connect(builder.path) as connection:
+        for child, text in zip(children, texts, strict=True):
+            connection.execute("UPDATE element SET polygon = ? WHERE id = ?", (text, child))
+    with export.open_export(builder.path) as opened:
+        (read,) = opened.iter_pages(dataset, "train")
+    polygons = {child.id: child.polygon for child in read.children}
+    decoder = json.JSONDecoder(parse_int=float)
+    for child, text in zip(children, texts, strict=True):
+        try:
+            expected = decoder.decode(text) if text else None
+        except ValueError:
+            expected = text  # kept, for the report
+        assert polygons[child] == expected or (
+            math.isnan(expected[0][0]) and math.isnan(polygons[child][0][0])
+        ), text
+        # text that is not JSON is kept as text; numbers are floats
+        assert isinstance(polygons[child], str) == isinstance(expected, str), text
+        assert repr(polygons[child]) == repr(expected) or isinstance(expected, str), text

@@ -167,7 +167,7 @@ def test_memory_stays_bounded_and_time_linear_on_100k_objects():
 
 
 def test_segment_pages_of_hundreds_of_objects_are_measured_quickly():
-    """Nesting uses an STRtree per element: 2 zones and 400 lines in well under a second."""
+    """Crowded elements go through an STRtree: 2 zones and 400 lines in well under a second."""
     objects = [("main_zone", square(0, 0, 1000)), ("margin", square(900, 0, 100))]
     objects += [
         ("text_line", square(20 * (i % 40) + 5, 50 * (i // 40) + 5, 10)) for i in range(400)
@@ -222,3 +222,14 @@ def test_a_dense_page_raises_the_published_max_detection(tmp_path):
     assert "dense-page holds 412 objects" in version.description
     written = json.loads((tmp_path / "model_version.json").read_text())
     assert written == {"configuration": version.configuration, "description": version.description}
+
+
+def test_objects_of_different_elements_are_never_nested():
+    # Elements are measured together by batches: a line of one element at the place of another
+    # element's zone is not inside it; lines inside their own element's zone are, on every one
+    shape = DatasetShape(Mode.Segment, ["main_zone", "text_line"])
+    for index in range(50):
+        objects = [("main_zone", square(0, 0, 1000))] if index % 2 else []
+        objects += [("text_line", square(100 + index, 100, 20))]
+        shape.add_element("train", f"page{index}", objects, (1000, 1000))
+    assert shape.nested == {("text_line", "main_zone"): 25}

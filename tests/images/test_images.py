@@ -1,5 +1,7 @@
 """The image pipeline against a loopback IIIF server: URLs, faults, cache, fetch-once."""
 
+import json
+import re
 import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -208,3 +210,37 @@ def test_crops_too_small_for_ultralytics_are_skipped_and_counted():
     assert build_sample(page, config) is Skip.TooSmall
     page.polygon = rectangle(0, 0, 300, 12)
     assert isinstance(build_sample(page, config), Sample)
+
+
+def test_results_come_in_element_order_whatever_the_download_order(make_export, tmp_path):
+    """The first elements' images arrive last: a cold run still writes its truth lines in
+    element order, as a warm run (no download) does, byte for byte."""
+    export = make_export(pages=12)
+    train = sorted(element for index, element in enumerate(export.pages) if index % 4)
+    export.server.slow_ids = {export.pages[element]: 0.6 for element in train[:3]}
+    export.run(tmp_path / "cold")
+    export.server.slow_ids = {}
+    export.run(tmp_path / "warm")
+    truths = {}
+    for run in ("cold", "warm"):
+        folder = tmp_path / run / "dataset" / "truth"
+        truths[run] = {path.name: path.read_bytes() for path in folder.glob("*.jsonl")}
+    assert truths["cold"] == truths["warm"]
+    lines = truths["cold"]["train.jsonl"].decode().splitlines()
+    assert [json.loads(line)["element"] for line in lines] == train
+
+
+def test_progress_is_logged_per_set_as_lines_with_its_total(make_export, tmp_path):
+    # Without a terminal (Arkindex's task log): whole lines, never redrawn with a carriage
+    # return, each with done/total, the rate and the time left
+    export = make_export(pages=8)
+    process = export.run(tmp_path / "out")
+    assert "\r" not in process.stderr
+    lines = [line for line in process.stderr.splitlines() if line.startswith("Elements of")]
+    assert lines[0].startswith("Elements of train (train):   0% 0/6 [00:00<")
+    done = {line.split(":")[0]: line for line in lines if "100%" in line}
+    for name, total in (("train (train)", 6), ("val (dev)", 1), ("test (test)", 1)):
+        assert re.search(
+            rf"{re.escape(name)}: 100% {total}/{total} \[.*<00:00, .*element/s, cached=0, downloaded",
+            done[f"Elements of {name}"],
+        )

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from PIL.JpegImagePlugin import JpegImageFile
 
 from worker_yolo_training.core import Box, Frame
 from worker_yolo_training.export import ImageInfo
@@ -107,3 +108,39 @@ def test_folder_scans_beyond_pillows_bomb_limit_are_read(tmp_path, monkeypatch):
         Image.open(tmp_path / "img.png")
     with pytest.raises(ImageError, match="more than 5000 pixels"):
         open_scan(tmp_path / "img.png", max_pixels=5000)
+
+
+@pytest.mark.parametrize("reduction", [1.5, 2.3, 4.6, 9.5])
+def test_folder_jpegs_are_decoded_at_reduced_scale_with_the_same_region(
+    tmp_path, monkeypatch, reduction
+):
+    # A smooth gradient with a black square: decoded at 1/2, 1/4 or 1/8 scale (Pillow's draft)
+    # whenever the crop is at least twice the size asked, the crop lands on the same pixels as
+    # a full decode, to a fraction of a gray level (JPEG noise aside); under 2×, a full decode
+    x, y = np.meshgrid(np.arange(1600), np.arange(1200))
+    pixels = np.stack([x * 255 // 1600, y * 255 // 1200, (x + y) * 255 // 2800], axis=2)
+    pixels[500:700, 700:900] = 0
+    Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "scan.jpg", quality=95)
+    info = ImageInfo("scan", "", 1600, 1200, 2)
+    crop = Box(601, 403, 600, 400)
+    size = (round(600 / reduction), round(400 / reduction))
+    scales = []
+    draft = JpegImageFile.draft
+
+    def recorded(image, mode, wanted):
+        result = draft(image, mode, wanted)
+        scales.append(1600 / image.width)
+        return result
+
+    monkeypatch.setattr(JpegImageFile, "draft", recorded)
+    region = FolderSource(tmp_path).fetch(CropRequest(info, crop, *size))
+    with Image.open(tmp_path / "scan.jpg") as full:
+        expected = full.crop((601, 403, 1201, 803)).resize(size, Image.Resampling.LANCZOS)
+    assert region.size == size
+    assert max(scales, default=1) == 2 ** min(3, int(np.log2(reduction)))
+    difference = np.abs(np.asarray(region, float) - np.asarray(expected, float))
+    assert difference.mean() < 1.0
+    # the square's edges at the same place: (700 - 601, 500 - 403) in the crop
+    left, top = (700 - 601) / reduction, (500 - 403) / reduction
+    assert np.asarray(region)[int(top) + 2, int(left) + 2].max() < 40
+    assert np.asarray(region)[int(top) - 2, int(left) - 2].min() > 60

@@ -7,6 +7,7 @@ from worker_yolo_training.core.files import (
     DISK_FULL,
     NAME_MAX_BYTES,
     DiskFullError,
+    Linker,
     disk_space,
     link_or_copy,
     not_a_file,
@@ -25,6 +26,7 @@ from worker_yolo_training.core.geometry import (
     object_label,
     object_labels,
     oriented_labels,
+    simple_rings,
 )
 from worker_yolo_training.core.inference import (
     CONFIDENCE_DECIMALS,
@@ -79,6 +81,7 @@ __all__ = [
     "Frame",
     "InferenceSettings",
     "Label",
+    "Linker",
     "Mode",
     "OutputFolderError",
     "Points",
@@ -105,6 +108,7 @@ __all__ = [
     "read_truths",
     "safe_name",
     "segmenter_configuration",
+    "simple_rings",
     "truth_line",
     "write_text",
 ]

@@ -65,23 +65,47 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
-def link_or_copy(source: Path, target: Path) -> None:
-    """Hard-link a cached image into the dataset (no copy), or copy across file systems; a
-    copy is written beside the target then renamed, so that no truncated image is left."""
+# Refusals of hard links that hold for every file of the folder: copy from then on
+NO_LINKS = (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP)
+
+
+class Linker:
+    """Puts cached images into the dataset: a hard link (no copy) while the file system allows
+    it; once it refuses (another file system, no hard links there), a copy, without asking again.
+    A copy is written beside the target then renamed, so that no truncated image is left."""
+
+    def __init__(self) -> None:
+        self.copies = False
+
+    def __call__(self, source: Path, target: Path) -> None:
+        if not self.copies:
+            try:
+                _link(source, target)
+                return
+            except OSError as error:
+                if error.errno in DISK_FULL:
+                    raise
+                self.copies = error.errno in NO_LINKS
+        partial = partial_path(target)
+        try:
+            shutil.copyfile(source, partial)
+            partial.replace(target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+
+
+def _link(source: Path, target: Path) -> None:
     try:
         os.link(source, target)
     except FileExistsError:
         target.unlink()
         os.link(source, target)
-    except OSError as error:
-        if error.errno in DISK_FULL:
-            raise
-        partial = partial_path(target)
-        try:
-            shutil.copyfile(source, partial)
-            partial.replace(target)
-        finally:
-            partial.unlink(missing_ok=True)
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """One file into the dataset (`Linker`, for a single file)."""
+    Linker()(source, target)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -90,8 +114,9 @@ def write_text(path: Path, text: str) -> None:
     try:
         partial.write_text(text)
         partial.replace(path)
-    finally:
+    except BaseException:
         partial.unlink(missing_ok=True)
+        raise
 
 
 @contextmanager

@@ -204,19 +204,29 @@ def _page_points(polygons: list[list], frame: Frame) -> np.ndarray | None:
 def _page_labels(
     points: np.ndarray, lengths: list[int], frame: Frame, mode: Mode
 ) -> tuple[list[Label | Skip], list[list]]:
-    """`oriented_labels` of objects whose points are all well formed, in the frame."""
-    starts = np.cumsum([0, *lengths[:-1]])
-    ends = starts + lengths
-    shapes = shapely.polygons(
-        shapely.linearrings(points, indices=np.repeat(np.arange(len(lengths)), lengths))
-    )
+    """`oriented_labels` of objects whose points are all well formed, in the frame. Shapely
+    builds and tests only the objects that are not trivially simple (`simple_rings`) or not
+    inside the frame, and in obb mode those whose rectangle it computes."""
+    sizes = np.array(lengths)
+    starts = np.cumsum(sizes) - sizes
+    ends = starts + sizes
     width, height = frame.size
     x, y = points.T
     in_frame = (x >= 0) & (x <= width) & (y >= 0) & (y <= height)
     inside = np.logical_and.reduceat(in_frame, starts)
-    valid = shapely.is_valid(shapes)
-    areas = shapely.area(shapes)
-    common = inside & valid & (areas > 0)
+    # a trivially simple polygon is valid and of positive area: `inside & valid & area > 0`
+    common = inside & simple_rings(points, starts, sizes)
+    shaped = np.arange(len(sizes)) if mode is Mode.OBB else np.flatnonzero(~common)
+    shapes = np.full(len(sizes), None, dtype=object)
+    valid = np.ones(len(sizes), bool)
+    areas = np.ones(len(sizes))
+    if shaped.size:
+        ring_points = np.concatenate([points[starts[i] : ends[i]] for i in shaped.tolist()])
+        indices = np.repeat(np.arange(shaped.size), sizes[shaped])
+        shapes[shaped] = shapely.polygons(shapely.linearrings(ring_points, indices=indices))
+        valid[shaped] = shapely.is_valid(shapes[shaped])
+        areas[shaped] = shapely.area(shapes[shaped])
+        common[shaped] &= valid[shaped] & (areas[shaped] > 0)
     # `_normalise`: the clamp only turns -0.0 into 0.0 inside the frame (0.0 + -0.0 is 0.0)
     scaled = np.clip(points / (width, height), 0.0, 1.0) + 0.0
     # numpy to Python once per page: slicing Python lists per object is cheaper
@@ -244,17 +254,48 @@ def _page_labels(
         for index, rectangle in zip(np.flatnonzero(common)[full], corners.tolist(), strict=True):
             values[index] = [value for corner in rectangle for value in corner]
         common[np.flatnonzero(common)[~full]] = False
-    rows = points.tolist()
+    # (x, y) tuples from one flat list: `tolist` of an (n, 2) array makes a list per point
+    coordinates = points.ravel().tolist()
+    rows = list(zip(coordinates[0::2], coordinates[1::2], strict=True))
     oriented = [rows[start:end] for start, end in spans]
     labels = [
         Label(tuple(value))
         if is_common
-        else _label([tuple(xy) for xy in object_points], shape, is_valid, area, frame, mode)
+        else _label(object_points, shape, is_valid, area, frame, mode)
         for value, is_common, object_points, shape, is_valid, area in zip(
-            values, common.tolist(), oriented, shapes, valid, areas, strict=True
+            values, common.tolist(), oriented, shapes, valid.tolist(), areas.tolist(), strict=True
         )
     ]
     return labels, oriented
+
+
+# A corner turns clearly when the sine of its angle is above this: far above rounding errors
+SIMPLE_SINE = 1e-9
+# each corner's next one, in triangles and quadrilaterals
+_FOLLOWING = {3: [1, 2, 0], 4: [1, 2, 3, 0]}
+
+
+def simple_rings(points: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Which rings of consecutive (x, y) rows are trivially simple: a triangle or a convex
+    quadrilateral (a closing point repeating the first one aside) whose corners all turn the
+    same way, clearly. Such a polygon is valid and has an area: no GEOS call needed to tell."""
+    closed = (points[starts] == points[starts + lengths - 1]).all(axis=1)
+    corners = lengths - closed
+    simple = np.zeros(len(starts), bool)
+    for count, following in _FOLLOWING.items():
+        chosen = np.flatnonzero(corners == count)
+        if not chosen.size:
+            continue
+        ring = points[starts[chosen, None] + np.arange(count)]
+        edges = ring[:, following] - ring
+        after = edges[:, following]
+        with np.errstate(all="ignore"):  # huge coordinates overflow: not simple, then
+            cross = edges[..., 0] * after[..., 1] - edges[..., 1] * after[..., 0]
+            norms = (edges * edges).sum(axis=2)
+            clear = cross * cross > SIMPLE_SINE**2 * norms * norms[:, following]
+        same_way = (cross > 0).all(axis=1) | (cross < 0).all(axis=1)
+        simple[chosen] = clear.all(axis=1) & same_way
+    return simple
 
 
 def _oriented(points: list, frame: Frame) -> list[tuple[float, float]] | None:

@@ -16,7 +16,7 @@ from itertools import chain
 import numpy as np
 import shapely
 
-from worker_yolo_training.core import Label, Mode
+from worker_yolo_training.core import Label, Mode, simple_rings
 
 # Under these an object is too thin to be learned reliably (a mask pixel is `mask_ratio` image
 # pixels, Ultralytics' default 4)
@@ -27,6 +27,9 @@ DEFAULT_MASK_RATIO = 4
 INSIDE_SHARE = 0.90
 PERCENTILES = (5, 50, 95)
 PENDING_VALUES = 16_384
+# Objects measured together (shapely and numpy cost per call more than per object on pages of a
+# few dozen objects): the elements' objects wait until there are this many
+PENDING_OBJECTS = 4096
 
 
 class Histogram:
@@ -132,10 +135,12 @@ class ObjectSizes:
 
 def _polygons(points: np.ndarray, lengths: list[int]) -> np.ndarray:
     """Shapely polygons of consecutive rings, repaired when invalid (a joined multi-part segment
-    touches itself along its cuts)."""
-    indices = np.repeat(np.arange(len(lengths)), lengths)
+    touches itself along its cuts); trivially simple rings are not tested."""
+    sizes = np.array(lengths)
+    indices = np.repeat(np.arange(len(sizes)), sizes)
     shapes = shapely.polygons(shapely.linearrings(points, indices=indices))
-    invalid = ~shapely.is_valid(shapes)
+    tested = np.flatnonzero(~simple_rings(points, np.cumsum(sizes) - sizes, sizes))
+    invalid = tested[~shapely.is_valid(shapes[tested])]
     shapes[invalid] = shapely.make_valid(shapes[invalid])
     return shapes
 
@@ -146,16 +151,16 @@ def _short_sides(corners: np.ndarray) -> np.ndarray:
     return np.hypot(sides[..., 0], sides[..., 1]).min(axis=1)
 
 
-def _measure(labels: list[Label], mode: Mode, scale: np.ndarray):
-    """Thickness, width and height of labels scaled by `scale` (x, y), and their polygons
-    (segment mode only, for the nesting check)."""
+def _measure(labels: list[Label], mode: Mode, scales: np.ndarray):
+    """Thickness, width and height of labels, each scaled by its row of `scales` (x, y), and
+    their polygons (segment mode only, for the nesting check)."""
     if mode is Mode.BBox:
         boxes = np.array([label.coordinates for label in labels]).reshape(-1, 2, 2)
-        width, height = (boxes[:, 1] * scale).T
+        width, height = (boxes[:, 1] * scales).T
         return np.minimum(width, height), width, height, None
     lengths = [len(label.coordinates) // 2 for label in labels]
     points = np.fromiter(chain.from_iterable(label.coordinates for label in labels), float)
-    points = points.reshape(-1, 2) * scale
+    points = points.reshape(-1, 2) * np.repeat(scales, lengths, axis=0)
     if mode is Mode.OBB:
         corners = points.reshape(-1, 4, 2)
         thickness = _short_sides(corners)
@@ -173,13 +178,25 @@ def _measure(labels: list[Label], mode: Mode, scale: np.ndarray):
     return thickness, maxx - minx, maxy - miny, shapes
 
 
-def nested_pairs(classes: list[str], shapes: np.ndarray) -> Counter:
-    """How many objects of each class lie inside an object of each class (`(inner, outer)` →
-    count): at least `INSIDE_SHARE` of the inner object's area, the outer one being at least as
-    large. An STRtree keeps it fast on pages of hundreds of objects."""
-    inner, outer = shapely.STRtree(shapes).query(shapes)
+def _pairs_within(elements: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j) index pairs of objects of the same element (`elements`, numbered) whose boxes
+    meet, from one STRtree for all: each element's boxes are moved 2 units right of the previous
+    element's, and label coordinates lie in [0, 1]. Moving rounds, but never turns meeting
+    boxes apart (rounding is monotonic): pairs found besides are ruled out by their overlap."""
+    shift = 2.0 * elements
+    boxes = shapely.box(bounds[:, 0] + shift, bounds[:, 1], bounds[:, 2] + shift, bounds[:, 3])
+    boxes[np.isnan(bounds).any(axis=1)] = None  # an empty shape has no box
+    return shapely.STRtree(boxes).query(boxes)
+
+
+def nested_pairs(classes: list[str], shapes: np.ndarray, elements: np.ndarray) -> Counter:
+    """How many objects of each class lie inside an object of each class of the same element
+    (`(inner, outer)` → count; `elements` numbers each object's element): at least
+    `INSIDE_SHARE` of the inner object's area, the outer one being at least as large. Boxes rule
+    out most pairs before any geometry."""
     areas = shapely.area(shapes)
     bounds = shapely.bounds(shapes)
+    inner, outer = _pairs_within(elements, bounds)
     # Two boxes' overlap bounds their shapes' overlap: neighbours are ruled out without geometry
     low = np.maximum(bounds[inner, :2], bounds[outer, :2])
     high = np.minimum(bounds[inner, 2:], bounds[outer, 2:])
@@ -201,16 +218,33 @@ def nested_pairs(classes: list[str], shapes: np.ndarray) -> Counter:
 
 
 class DatasetShape:
-    """What derived settings need to know of the extracted dataset, gathered element by element."""
+    """What derived settings need to know of the extracted dataset, gathered element by element
+    and measured by batches of elements (`PENDING_OBJECTS`): `sizes` and `nested` measure what
+    is pending before they answer."""
 
     def __init__(self, mode: Mode, class_names: list[str]):
         self.mode = mode
         self.class_names = list(class_names)
-        self.sizes: dict[str, dict[str, ObjectSizes]] = {}
+        self._sizes: dict[str, dict[str, ObjectSizes]] = {}
         # per split: the largest number of objects on one element, and that element
         self.densest: dict[str, tuple[int, str | None]] = {}
-        self.nested: Counter = Counter()
+        self._nested: Counter = Counter()
         self.objects: Counter = Counter()
+        # (split, class names, labels, scale) of the elements not measured yet
+        self.pending: list[tuple[str, list[str], list[Label], np.ndarray]] = []
+        self.pending_objects = 0
+
+    @property
+    def sizes(self) -> dict[str, dict[str, ObjectSizes]]:
+        """Per split and class, the objects' sizes."""
+        self.flush()
+        return self._sizes
+
+    @property
+    def nested(self) -> Counter:
+        """(inner class, outer class) → objects of the first inside one of the second."""
+        self.flush()
+        return self._nested
 
     def add_element(
         self,
@@ -228,22 +262,40 @@ class DatasetShape:
         width, height = image_size
         scale = np.array([width, height]) / max(width, height)
         classes = [name for name, _ in objects]
-        thickness, widths, heights, shapes = _measure([lb for _, lb in objects], self.mode, scale)
-        sizes = self.sizes.setdefault(split, {})
-        names = np.array(classes)
-        for name in dict.fromkeys(classes):
-            chosen = names == name
-            sizes.setdefault(name, ObjectSizes()).add(
+        self.objects.update(classes)
+        self.pending.append((split, classes, [label for _, label in objects], scale))
+        self.pending_objects += len(objects)
+        if self.pending_objects >= PENDING_OBJECTS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Measure the pending elements' objects together."""
+        if not self.pending:
+            return
+        pending, self.pending, self.pending_objects = self.pending, [], 0
+        counts = [len(classes) for _, classes, _, _ in pending]
+        labels = [label for _, _, element_labels, _ in pending for label in element_labels]
+        scales = np.repeat([scale for *_, scale in pending], counts, axis=0)
+        thickness, widths, heights, shapes = _measure(labels, self.mode, scales)
+        keys = np.array(
+            [f"{split}\0{name}" for split, classes, _, _ in pending for name in classes]
+        )
+        for key in dict.fromkeys(keys.tolist()):
+            split, name = key.split("\0")
+            chosen = keys == key
+            self._sizes.setdefault(split, {}).setdefault(name, ObjectSizes()).add(
                 thickness[chosen], widths[chosen], heights[chosen]
             )
-        self.objects.update(classes)
-        if shapes is not None and len(objects) > 1:
-            self.nested.update(nested_pairs(classes, shapes))
+        if shapes is not None:
+            classes = [name for _, element_classes, _, _ in pending for name in element_classes]
+            elements = np.repeat(np.arange(len(pending)), counts)
+            self._nested.update(nested_pairs(classes, shapes, elements))
 
     def figures(self, image_size: int, mask_ratio: int = DEFAULT_MASK_RATIO) -> dict:
         """Per split and class, the size figures for `summary.json`; the densest element of each
         split; the nested classes."""
         ratio = mask_ratio if self.mode is Mode.Segment else None
+        self.flush()
         return {
             "sizes": {
                 split: {
@@ -251,7 +303,7 @@ class DatasetShape:
                     for name in self.class_names
                     if name in sizes
                 }
-                for split, sizes in self.sizes.items()
+                for split, sizes in self._sizes.items()
             },
             "densest_element": {
                 split: {"objects": count, "element": element}
@@ -259,6 +311,6 @@ class DatasetShape:
             },
             "nested": [
                 {"inner": inner, "outer": outer, "objects": count}
-                for (inner, outer), count in sorted(self.nested.items())
+                for (inner, outer), count in sorted(self._nested.items())
             ],
         }

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import IO
 
-from worker_yolo_training.core import DatasetFiles, link_or_copy, printable, truth_line
+from worker_yolo_training.core import DatasetFiles, Linker, printable, truth_line
 from worker_yolo_training.extract.sample import Sample
 from worker_yolo_training.images import CropStore, ImageError
 
@@ -20,8 +20,11 @@ MAX_TRAIN_ELEMENTS = 300
 class TruthWriter:
     """Appends each written element's annotations to its split's file."""
 
-    def __init__(self, root: Path, plain_store: CropStore | None = None):
+    def __init__(
+        self, root: Path, plain_store: CropStore | None = None, link: Linker | None = None
+    ):
         self.files_of = DatasetFiles(root)
+        self.link = link or Linker()
         self.plain_store = plain_store
         self.files: dict[str, IO[str]] = {}
         self.counts: dict[str, int] = {}
@@ -55,7 +58,7 @@ class TruthWriter:
             return None
         target = self.files_of.plain_images(split) / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        link_or_copy(path, target)
+        self.link(path, target)
         return target
 
     def close(self) -> None:

@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 from tqdm import tqdm
 
 from worker_yolo_training.config import TrainingConfig
-from worker_yolo_training.core import (
-    SPLITS,
-    DatasetFiles,
-    Skip,
-    disk_space,
-    link_or_copy,
-    printable,
-)
+from worker_yolo_training.core import SPLITS, DatasetFiles, Linker, Skip, disk_space, printable
 from worker_yolo_training.export import Page, split_of
 from worker_yolo_training.extract.dataset import (
     DatasetFormat,
@@ -38,6 +33,47 @@ from worker_yolo_training.extract.truth import TruthWriter
 from worker_yolo_training.images import CropStore, Fetched, fetch_all
 
 logger = logging.getLogger(__name__)
+
+
+# Without a terminal (Arkindex's task log, a file), the progress is a line every this many seconds
+LOG_INTERVAL = 10.0
+# tqdm's default without the bar: a line of a log file needs no drawing
+LOG_FORMAT = (
+    "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+)
+
+
+class _Lines:
+    """A stream for tqdm that writes each state of the bar as its own line, not redrawn with `\r`
+    (a log file is read, not watched)."""
+
+    def __init__(self, stream: IO[str]):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.strip("\r\n ")
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress_bar(description: str, total: int | None) -> tqdm:
+    """Done/total, rate and ETA: on a terminal a bar redrawn in place and removed at the end;
+    elsewhere one line every `LOG_INTERVAL` seconds, and the last one kept."""
+    if sys.stderr.isatty():
+        return tqdm(desc=description, total=total, unit="element", leave=False)
+    return tqdm(
+        desc=description,
+        total=total,
+        unit="element",
+        file=_Lines(sys.stderr),
+        mininterval=LOG_INTERVAL,
+        # tqdm's monitor prints a stalled bar after this: a line when nothing moves, not twice
+        maxinterval=2 * LOG_INTERVAL,
+        bar_format=LOG_FORMAT,
+    )
 
 
 class DatasetWriter:
@@ -64,10 +100,12 @@ class DatasetWriter:
         self.written: dict[str, tuple[str, Path]] = {}
         self.leaks: dict[str, set[str]] = {}
         self.shape = DatasetShape(config.mode, config.class_names)
-        self.truths = TruthWriter(self.root, plain_store)
+        self.link = Linker()
+        self.truths = TruthWriter(self.root, plain_store, self.link)
 
-    def add_set(self, set_name: str, pages: Iterable[Page]) -> None:
-        """Extract one Arkindex set into its split; other set names are skipped with a warning."""
+    def add_set(self, set_name: str, pages: Iterable[Page], total: int | None = None) -> None:
+        """Extract one Arkindex set (`total` elements, for the progress bar) into its split;
+        other set names are skipped with a warning."""
         split = split_of(set_name)
         if split is None:
             logger.warning(
@@ -78,16 +116,19 @@ class DatasetWriter:
         report.sets.append(set_name)
         self.layout.prepare_split(self.root, split)
         samples = self._samples(split, pages)
-        with tqdm(desc=f"Images of {split} ({set_name})", unit="image", leave=False) as progress:
+        read_before = report.elements
+        with progress_bar(f"Elements of {split} ({set_name})", total) as progress:
             for sample, outcome in fetch_all(samples, self.store, self._known, self.concurrency):
                 self._store(split, sample, outcome)
-                progress.update()
+                # elements read, skipped ones included (a few images are ahead in the fetch)
+                progress.update(report.elements - read_before - progress.n)
                 progress.set_postfix(
                     cached=report.cached,
                     downloaded=report.downloaded,
                     failed=len(report.failed_images),
                     refresh=False,
                 )
+            progress.update(report.elements - read_before - progress.n)
 
     def _samples(self, split: str, pages: Iterable[Page]) -> Iterator[Sample]:
         report = self.reports[split]
@@ -133,7 +174,7 @@ class DatasetWriter:
             report.downloaded += 1
         target = self.layout.image_path(self.root, split, sample)
         with disk_space(self.root):
-            link_or_copy(fetched.path, target)
+            self.link(fetched.path, target)
             self.layout.write_label(self.root, split, sample)
         self.written.setdefault(page.id, (split, target))
         report.images += 1

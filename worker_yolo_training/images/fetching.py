@@ -1,10 +1,11 @@
-"""Getting the images of a stream of samples with bounded concurrency, results as they come."""
+"""Getting the images of a stream of samples with bounded concurrency, results in the samples'
+order."""
 
 from __future__ import annotations
 
-import queue
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,40 +64,31 @@ def fetch_all(
     known: Callable[[Item], Fetched | None],
     concurrency: int,
 ) -> Iterator[tuple[Item, Fetched]]:
-    """Each sample with its image, at most 2×concurrency downloads in flight; samples that
-    `known` answers (already on disk) need no thread.
+    """Each sample with its image, in the order of `samples` (so that a cold run writes what a
+    warm one does), at most 2×concurrency samples ahead of the one yielded; samples that `known`
+    answers (already on disk) need no thread.
 
-    Threads report to one queue: waiting on it costs nothing per pending download (unlike
-    `concurrent.futures.wait`, which arms every pending future at each call). An exception in a
-    thread is raised here, in the caller's thread.
+    Only the oldest download is waited for (`Future.result`), never the whole window; an
+    exception in a thread is raised here, in the caller's thread, when its sample's turn comes.
     """
-    results: queue.SimpleQueue = queue.SimpleQueue()
-    pending = 0
+    window: deque[tuple[Item, Fetched | Future]] = deque()
 
-    def work(sample: Item) -> None:
-        try:
-            results.put((sample, fetch(store, sample)))
-        except BaseException as error:  # re-raised in the caller's thread, not lost
-            results.put((sample, error))
-
-    def collect(block: bool) -> Iterator[tuple[Item, Fetched]]:
-        nonlocal pending
-        while pending and (block or not results.empty()):
-            sample, outcome = results.get()
-            pending -= 1
-            if isinstance(outcome, BaseException):
-                raise outcome
-            yield sample, outcome
-            block = False
+    def oldest() -> tuple[Item, Fetched]:
+        sample, outcome = window.popleft()
+        return sample, outcome.result() if isinstance(outcome, Future) else outcome
 
     with thread_pool(concurrency) as pool:
         for sample in samples:
             outcome = known(sample)
-            if outcome is not None:
-                yield sample, outcome
-                continue
-            pool.submit(work, sample)
-            pending += 1
-            yield from collect(block=pending >= 2 * concurrency)
-        while pending:
-            yield from collect(block=True)
+            window.append(
+                (sample, pool.submit(fetch, store, sample) if outcome is None else outcome)
+            )
+            # what is ready at the head goes at once; a full window waits for its oldest
+            while window and (len(window) >= 2 * concurrency or _ready(window[0][1])):
+                yield oldest()
+        while window:
+            yield oldest()
+
+
+def _ready(outcome: Fetched | Future) -> bool:
+    return not isinstance(outcome, Future) or outcome.done()

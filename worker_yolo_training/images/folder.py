@@ -66,6 +66,31 @@ def crop(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
     return region
 
 
+def drafted_region(
+    image: Image.Image, box: tuple[int, int, int, int], size: tuple[int, int]
+) -> Image.Image | None:
+    """The region `box` of an opened JPEG at `size`, decoded at 1/2, 1/4 or 1/8 scale (Pillow's
+    `draft`: libjpeg scales while decoding) when the region is still at least `size` at that
+    scale, then resampled from the region alone; None when the file cannot be decoded smaller
+    (another format, or a region not twice as large as `size`)."""
+    left, top, right, bottom = box
+    width, height = size
+    if image.format != "JPEG" or (right - left, bottom - top) == size:
+        return None
+    # the whole image at the region's reduction: draft picks the scale that keeps it as large
+    wanted = (
+        max(1, image.width * width // (right - left)),
+        max(1, image.height * height // (bottom - top)),
+    )
+    full_width = image.width
+    drafted = image.draft(None, wanted)
+    if drafted is None or image.width == full_width:
+        return None
+    factor = drafted[1][2] / full_width  # 1/2, 1/4 or 1/8
+    scaled = (left * factor, top * factor, right * factor, bottom * factor)
+    return image.resize(size, Image.Resampling.LANCZOS, box=scaled)
+
+
 class FolderSource:
     """Full images read from a folder holding one file per image id (`<image id>.jpg`, ...).
     Only files inside the folder are read: a link leading out of it is refused like a missing
@@ -73,7 +98,7 @@ class FolderSource:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
-        self.real_folder = self.folder.resolve()
+        self.real_folder = self.folder.resolve()  # once: `resolve` is an lstat per path part
 
     def path(self, image_id: str) -> Path:
         """The file of an image, inside the folder only (an id such as `../x`, or a link to
@@ -96,6 +121,10 @@ class FolderSource:
         raise ImageError(f"no file for image {printable(image_id)} in {self.folder}")
 
     def _inside(self, candidate: Path) -> Path:
+        """`candidate`, unless it is a link leading out of the folder (the folder itself is
+        resolved, and the candidate's parent is the folder: only its last part can be a link)."""
+        if not candidate.is_symlink():
+            return candidate
         real = candidate.resolve()
         if not real.is_relative_to(self.real_folder):
             raise ImageError(
@@ -115,11 +144,13 @@ class FolderSource:
         path = self.path(request.image.id)
         try:
             with open_scan(path) as full:
-                region = crop(full, self._scaled_box(request, full.size, path))
-                if (request.width, request.height) != region.size:
-                    region = region.resize(
-                        (request.width, request.height), Image.Resampling.LANCZOS
-                    )
+                box = self._scaled_box(request, full.size, path)
+                size = (request.width, request.height)
+                region = drafted_region(full, box, size)
+                if region is None:
+                    region = crop(full, box)
+                    if size != region.size:
+                        region = region.resize(size, Image.Resampling.LANCZOS)
                 region.load()
                 return region
         except DECODE_ERRORS as error:

@@ -122,6 +122,7 @@ class CropStore:
         self.folder = Path(folder)
         self.contrast = contrast
         self.partials: set[Path] = set()  # being written: removed if the run is interrupted
+        self.folders: set[Path] = set()  # cache sub-folders made by this run (one mkdir each)
 
     def path(self, request: CropRequest, frame: Frame) -> Path:
         key = "|".join(
@@ -178,25 +179,27 @@ class CropStore:
         partial_sum = partial.with_suffix(".partial-sum")
         self.partials.update((partial, partial_sum))
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.parent not in self.folders:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.folders.add(path.parent)
             partial.write_bytes(content)
             partial_sum.write_text(checksum(content))
             # The checksum first: a stop between the renames leaves a mismatch, fetched again
             partial_sum.replace(path.with_suffix(".sum"))
             partial.replace(path)
-        except OSError as error:
-            if error.errno in DISK_FULL:
-                reason = "the disk is full"
-            else:
-                reason = error.strerror or str(error)
+        except BaseException as error:
+            for leftover in (partial, partial_sum):
+                leftover.unlink(missing_ok=True)
+            self.partials.difference_update((partial, partial_sum))
+            if not isinstance(error, OSError):
+                raise
+            reason = "the disk is full" if error.errno in DISK_FULL else error.strerror or error
             raise StorageError(
                 f"Cannot write the image cache in {self.folder}: {reason}. Free some space there, "
                 "or choose another folder with --cache-dir."
             ) from error
-        finally:
-            for leftover in (partial, partial_sum):
-                leftover.unlink(missing_ok=True)
-                self.partials.discard(leftover)
+        # both renamed: nothing left to remove
+        self.partials.difference_update((partial, partial_sum))
 
     def remove_partials(self) -> None:
         """Files other threads were writing when the run stopped."""
