@@ -402,8 +402,7 @@ def outputs(output):
         zstandard.ZstdDecompressor().stream_reader(file) as stream,
         tarfile.open(fileobj=stream, mode="r|") as tar,
     ):
-        # The pages' pictures are ranked worst first; ties among equal pages may rank otherwise
-        names = sorted(re.sub(r"/pages/\d+_", "/pages/", member.name) for member in tar)
+        names = sorted(member.name for member in tar)
     return shape, names
 
 
