@@ -19,13 +19,19 @@ Extractors:
 * ``ours-cold``: ``worker-yolo-training --dev --database EXPORT --config CONFIG.yml
   --output DIR --extract-only`` on an empty output folder and cache;
 * ``ours-warm``: the same command again, same output folder and cache;
+* ``ours-local``: ours on the generated scans themselves (``--images DIR --no-cache``, full-size
+  files decoded and cropped locally, no server), on an empty output folder;
 * ``base-cold``, ``base-warm``: the same two runs with another build (``--base-bin``, e.g. the
   code before a change), against the same server, so that both builds meet the same load.
 
 An extractor whose program is missing is reported as ``n/a``. ``--repeat N`` runs the
 extractors N times in turn (each round in its own folder): this machine's timings vary.
+``--pages`` takes several counts (``--pages 1000 10000``): each gets its own export, and a last
+table gives each extractor's wall time and peak memory per count, with the ratio to the first.
 
     .venv/bin/python benchmarks/extraction.py --pages 200 --latency-ms 0 100
+    .venv/bin/python benchmarks/extraction.py --pages 1000 10000 --lines-per-page 65 \
+        --extractors ours-cold ours-local  # scale, and local folder against IIIF
     .venv/bin/python benchmarks/extraction.py --lines-per-page 65 --repeat 2  # 66,000 objects
 """
 
@@ -84,6 +90,7 @@ class RunResult:
     extractor: str
     latency_ms: float
     status: str  # ok, failed (rc), n/a, timeout
+    pages: int = 0
     round: int = 1
     returncode: int | None = None
     wall_s: float | None = None
@@ -341,7 +348,7 @@ def print_ratios(results: list[RunResult]) -> None:
         ref = by_key.get((latency, round_, "ref"))
         if ref is None or ref.status != "ok":
             continue
-        for name in ("ours-cold", "ours-warm", "ref-warm", "base-cold", "base-warm"):
+        for name in ("ours-cold", "ours-warm", "ours-local", "ref-warm", "base-cold", "base-warm"):
             other = by_key.get((latency, round_, name))
             if other is None:
                 continue
@@ -366,6 +373,14 @@ def print_ratios(results: list[RunResult]) -> None:
                     f"{latency:g}ms round {round_} {kind}-warm/{kind}-cold: "
                     f"wall {warm.wall_s / cold.wall_s:.2f}x, cpu {warm.cpu_s / cold.cpu_s:.2f}x"
                 )
+        cold = by_key.get((latency, round_, "ours-cold"))
+        local = by_key.get((latency, round_, "ours-local"))
+        if cold and local and cold.status == local.status == "ok":
+            lines.append(
+                f"{latency:g}ms round {round_} ours-local/ours-cold: "
+                f"wall {local.wall_s / cold.wall_s:.2f}x, cpu {local.cpu_s / cold.cpu_s:.2f}x, "
+                f"rss {local.peak_rss_mib / cold.peak_rss_mib:.2f}x"
+            )
     if lines:
         print("\nRatios (lower is better):")
         print("\n".join(lines))
@@ -374,7 +389,7 @@ def print_ratios(results: list[RunResult]) -> None:
 # ---------------------------------------------------------------------------- main
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--pages", type=int, default=1000)
+    parser.add_argument("--pages", type=int, nargs="+", default=[1000])
     parser.add_argument("--latency-ms", type=float, nargs="+", default=[0.0])
     parser.add_argument(
         "--lines-per-page",
@@ -387,7 +402,15 @@ def main() -> int:
         "--extractors",
         nargs="+",
         default=["ref", "ours-cold", "ours-warm"],
-        choices=["ref", "ref-warm", "ours-cold", "ours-warm", "base-cold", "base-warm"],
+        choices=[
+            "ref",
+            "ref-warm",
+            "ours-cold",
+            "ours-warm",
+            "ours-local",
+            "base-cold",
+            "base-warm",
+        ],
     )
     parser.add_argument(
         "--repeat", type=int, default=1, help="Run the extractors this many times, in turn"
@@ -427,15 +450,25 @@ def main() -> int:
 
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    meta = ensure_export(workdir, args.pages, args.seed, args.regenerate, args.lines_per_page)
-    export = Path(meta["path"])
     ref_python = (
         ensure_ref_venv(args.ref_venv) if {"ref", "ref-warm"} & set(args.extractors) else None
     )
-    ours_available = args.ours_bin.exists()
-    if not ours_available and {"ours-cold", "ours-warm"} & set(args.extractors):
+    if not args.ours_bin.exists() and any(n.startswith("ours") for n in args.extractors):
         print(f"{args.ours_bin} not found: ours is reported as n/a", flush=True)
+    results: list[RunResult] = []
+    for pages in args.pages:
+        results += run_pages(args, workdir, pages, ref_python)
+    if len(args.pages) > 1:
+        print_scale(results)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    return 0 if all(r.status in ("ok", "n/a") for r in results) else 1
 
+
+def run_pages(args, workdir: Path, pages: int, ref_python: Path | None) -> list[RunResult]:
+    """Every extractor on an export of `pages` pages, at each latency; prints the tables."""
+    meta = ensure_export(workdir, pages, args.seed, args.regenerate, args.lines_per_page)
+    export = Path(meta["path"])
     config = args.ours_config or write_ours_config(
         workdir / "ours-config.yml", meta, args.image_size
     )
@@ -466,7 +499,11 @@ def main() -> int:
             ]
             return cmd, lat_dir / "ref", output, env
         kind = name.split("-")[0]  # ours or base
+        if name == "ours-local":
+            kind = "local"
         binary = args.base_bin if kind == "base" else args.ours_bin
+        # the scans themselves, no cache: every run decodes them
+        local = ["--images", meta["images_dir"], "--no-cache"] if kind == "local" else []
         output = lat_dir / kind / "output"
         env["XDG_CACHE_HOME"] = str(lat_dir / kind / "xdg-cache")
         if binary is None or not binary.exists():
@@ -481,8 +518,7 @@ def main() -> int:
             "--output",
             str(output),
             "--extract-only",
-            "--cache-dir",
-            str(lat_dir / kind / "cache"),
+            *(local or ["--cache-dir", str(lat_dir / kind / "cache")]),
             *args.ours_arg,
         ]
         return cmd, lat_dir / kind, output, env
@@ -504,6 +540,7 @@ def main() -> int:
             primed_names = dict.fromkeys(
                 n.replace("-warm", "-cold").replace("ref-cold", "ref").replace("base", "ours")
                 for n in args.extractors
+                if n != "ours-local"
             )
             for name in primed_names:
                 shutil.rmtree(prime_dir, ignore_errors=True)
@@ -518,7 +555,7 @@ def main() -> int:
                     run_dir=run_dir,
                     output=output,
                     server=server,
-                    pages=args.pages,
+                    pages=pages,
                     env=env,
                     timeout=args.timeout,
                 )
@@ -526,7 +563,7 @@ def main() -> int:
             shutil.rmtree(prime_dir, ignore_errors=True)
         for latency, round_ in itertools.product(args.latency_ms, range(1, args.repeat + 1)):
             server.latency_ms = latency
-            lat_dir = workdir / "runs" / f"{args.pages}p-{latency:g}ms"
+            lat_dir = workdir / "runs" / f"{pages}p-{latency:g}ms"
             if args.repeat > 1:
                 lat_dir = lat_dir / f"round{round_}"
             shutil.rmtree(lat_dir, ignore_errors=True)
@@ -540,11 +577,12 @@ def main() -> int:
                     run_dir=run_dir,
                     output=output,
                     server=server,
-                    pages=args.pages,
+                    pages=pages,
                     env=env,
                     timeout=args.timeout,
                 )
                 result.round = round_
+                result.pages = pages
                 print(
                     f"[{latency:g} ms, round {round_}] {name}: {result.status}"
                     + (f" in {result.wall_s:.2f}s (log {result.log})" if result.wall_s else ""),
@@ -552,16 +590,38 @@ def main() -> int:
                 )
                 results.append(result)
 
-    objects = args.pages * (args.lines_per_page + 1)
+    objects = pages * (args.lines_per_page + 1)
     print(
-        f"\n{args.pages} pages, {objects} objects, image size {args.image_size}, "
-        f"{os.cpu_count()} CPUs"
+        f"\n{pages} pages, {objects} objects, image size {args.image_size}, {os.cpu_count()} CPUs"
     )
     print_table(results)
     print_ratios(results)
-    if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
-    return 0 if all(r.status in ("ok", "n/a") for r in results) else 1
+    return results
+
+
+def print_scale(results: list[RunResult]) -> None:
+    """Wall time and peak memory of each extractor per page count, and their ratios to the
+    smallest count (medians over rounds and latencies)."""
+    import statistics
+
+    print("\nScale (median over rounds; ratio to the first page count):")
+    by_name: dict[str, dict[int, list[RunResult]]] = {}
+    for r in results:
+        if r.status == "ok":
+            by_name.setdefault(r.extractor, {}).setdefault(r.pages, []).append(r)
+    for name, counts in by_name.items():
+        first = None
+        for pages in sorted(counts):
+            wall = statistics.median(r.wall_s for r in counts[pages])
+            peak = max(r.peak_rss_mib or 0 for r in counts[pages])
+            first = first or (pages, wall, peak)
+            ratio = (
+                f" (×{pages / first[0]:g} pages: time ×{wall / first[1]:.1f}, "
+                f"memory ×{peak / first[2]:.2f})"
+                if pages != first[0]
+                else ""
+            )
+            print(f"  {name:10s} {pages:6d} pages: {wall:7.1f} s, peak {peak:5.0f} MiB{ratio}")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,29 @@ def test_prepare_environment_is_offline_and_local(tmp_path):
         assert (tmp_path / "yolo" / "Ultralytics" / font).stat().st_size > 100_000
 
 
+def test_fonts_in_place_cost_no_font_manager_import(tmp_path):
+    """Every run prepares the environment, extraction-only ones too: once the fonts are there,
+    matplotlib's font manager (0.2 s) is not imported."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from worker_yolo_training.train import prepare_environment\n"
+        f"prepare_environment({str(tmp_path / 'yolo')!r})\n"
+        "print('matplotlib.font_manager' in sys.modules)\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "YOLO_CONFIG_DIR"}
+    imported = [
+        subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    ]
+    assert imported == ["True", "False"]
+    assert (tmp_path / "yolo" / "Ultralytics" / "Arial.Unicode.ttf").stat().st_size > 100_000
+
+
 @pytest.mark.parametrize(
     ("gpus", "batch_size", "expected"),
     [(1, 16, "0"), (2, 16, "0,1"), (4, 32, "0,1,2,3"), (2, -1, "0"), (1, -1, "0")],
