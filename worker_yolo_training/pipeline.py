@@ -32,7 +32,12 @@ from worker_yolo_training.evaluate import (
     Evaluation,
     compare,
 )
-from worker_yolo_training.extract import DatasetWriter, ExtractedDataset
+from worker_yolo_training.extract import (
+    DatasetWriter,
+    ExtractedDataset,
+    SampleBuilder,
+    usable_cpus,
+)
 from worker_yolo_training.images import CropStore, ImageSource
 from worker_yolo_training.modes import ModeSpec, Trained, spec_for
 from worker_yolo_training.publish import (
@@ -101,11 +106,15 @@ def extract(
     inputs: RunInputs, stores: Stores, layout: RunLayout, concurrency: int
 ) -> ExtractedDataset:
     """Write the dataset from every set (three SQL statements per set, whatever its size: its
-    size for the progress bar, its elements, their descendants)."""
+    size for the progress bar, its elements, their descendants), the samples built on every
+    CPU while the images download."""
     layout.dataset.mkdir(parents=True)
     config, mode = inputs.config, inputs.mode
-    writer = DatasetWriter(layout.dataset, mode, config, stores.training, concurrency, stores.plain)
-    with export.StatementCounter() as statements:
+    builder = SampleBuilder(mode, config, usable_cpus())
+    writer = DatasetWriter(
+        layout.dataset, mode, config, stores.training, concurrency, stores.plain, builder
+    )
+    with export.StatementCounter() as statements, builder:
         for dataset_set in inputs.sets:
             dataset = dataset_set.dataset
             logger.info(
@@ -113,7 +122,7 @@ def extract(
             )
             with export.open_export(inputs.exports[dataset.id]) as opened:
                 total = opened.set_sizes(dataset.id).get(dataset_set.name)
-                pages = mode.pages(opened, dataset.id, dataset_set.name)
+                pages = mode.page_rows(opened, dataset.id, dataset_set.name)
                 writer.add_set(dataset_set.name, pages, total)
     logger.info(f"Extraction SQL statements: {statements.count}")
     return writer.finish()

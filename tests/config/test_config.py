@@ -320,19 +320,19 @@ def test_configuration_errors_stay_fast_without_importing_pytorch():
     import subprocess
     import sys
 
+    # Fast because neither is imported (no timing threshold: the machine's load would decide)
     script = (
-        "import sys, time\n"
-        "started = time.perf_counter()\n"
+        "import sys\n"
         "from worker_yolo_training.config import ConfigurationError, parse_config\n"
         "try:\n"
         "    parse_config({'class_names': ['a'], 'advanced.training_kwargs': {'nbs': 0}})\n"
-        "except ConfigurationError:\n"
-        "    pass\n"
-        "assert 'torch' not in sys.modules and 'ultralytics' not in sys.modules\n"
-        "print(time.perf_counter() - started)\n"
+        "except ConfigurationError as error:\n"
+        "    print(error)\n"
+        "print(sorted({'torch', 'ultralytics'} & set(sys.modules)))\n"
     )
-    seconds = float(subprocess.check_output([sys.executable, "-c", script], text=True))
-    assert seconds < 1.5
+    output = subprocess.check_output([sys.executable, "-c", script], text=True)
+    assert "nbs" in output
+    assert output.splitlines()[-1] == "[]"
 
 
 def test_absurd_image_size_is_refused():

@@ -8,7 +8,13 @@ import pytest
 
 from worker_yolo_training.config import TrainingConfig
 from worker_yolo_training.core import Label, Mode
-from worker_yolo_training.extract import DatasetShape, Histogram, derive, sizes_table
+from worker_yolo_training.extract import (
+    DatasetShape,
+    Histogram,
+    derive,
+    measure_elements,
+    sizes_table,
+)
 
 
 def box(cx, cy, w, h) -> Label:
@@ -225,11 +231,15 @@ def test_a_dense_page_raises_the_published_max_detection(tmp_path):
 
 
 def test_objects_of_different_elements_are_never_nested():
-    # Elements are measured together by batches: a line of one element at the place of another
-    # element's zone is not inside it; lines inside their own element's zone are, on every one
-    shape = DatasetShape(Mode.Segment, ["main_zone", "text_line"])
+    # Elements are measured together: a line of one element at the place of another element's
+    # zone is not inside it; lines inside their own element's zone are, on every one
+    elements = []
     for index in range(50):
         objects = [("main_zone", square(0, 0, 1000))] if index % 2 else []
         objects += [("text_line", square(100 + index, 100, 20))]
-        shape.add_element("train", f"page{index}", objects, (1000, 1000))
+        elements.append((objects, (1000, 1000)))
+    shape = DatasetShape(Mode.Segment, ["main_zone", "text_line"])
+    for index, measured in enumerate(measure_elements(Mode.Segment, elements)):
+        assert measured.nested == ({("text_line", "main_zone"): 1} if index % 2 else {})
+        shape.add_shape("train", f"page{index}", measured)
     assert shape.nested == {("text_line", "main_zone"): 25}

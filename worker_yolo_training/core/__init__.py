@@ -59,6 +59,7 @@ from worker_yolo_training.core.truth import (
     Prediction,
     read_truths,
     truth_line,
+    truth_objects,
 )
 
 __all__ = [
@@ -110,5 +111,6 @@ __all__ = [
     "segmenter_configuration",
     "simple_rings",
     "truth_line",
+    "truth_objects",
     "write_text",
 ]

@@ -45,23 +45,18 @@ class Prediction:
     polygon: Points
 
 
-def truth_line(
-    element_id: str,
-    image: str,
-    size: tuple[int, int],
-    objects: Iterable[tuple[str, Sequence[Sequence[float]]]],
-) -> str:
-    """One line of a truth file; `image` is relative to the dataset folder."""
+def truth_objects(objects: Iterable[tuple[str, Sequence[Sequence[float]]]]) -> str:
+    """The objects of a truth line, (class name, points) each, as its JSON (`truth_line`)."""
+    # JSON writes a tuple as a list: the points need no copy
+    return json.dumps([[name, points] for name, points in objects])
+
+
+def truth_line(element_id: str, image: str, size: tuple[int, int], objects: str) -> str:
+    """One line of a truth file; `image` is relative to the dataset folder, `objects` the
+    element's `truth_objects`. The same text as the whole record through `json.dumps`."""
     width, height = size
-    record = {
-        "element": element_id,
-        "image": image,
-        "width": width,
-        "height": height,
-        # JSON writes a tuple as a list: the points need no copy
-        "objects": [[name, points] for name, points in objects],
-    }
-    return json.dumps(record) + "\n"
+    record = {"element": element_id, "image": image, "width": width, "height": height}
+    return f'{json.dumps(record)[:-1]}, "objects": {objects}}}\n'
 
 
 def read_truths(root: Path, splits: Iterable[str]) -> dict[str, list[ElementTruth]]:

@@ -13,9 +13,11 @@ from worker_yolo_training.export.reader import (
     Export,
     ImageInfo,
     Page,
+    PageRows,
     StatementCounter,
     open_export,
     page_defect,
+    page_of,
 )
 from worker_yolo_training.export.sets import (
     SPLIT_OF_SET,
@@ -37,11 +39,13 @@ __all__ = [
     "ExtractionError",
     "ImageInfo",
     "Page",
+    "PageRows",
     "StatementCounter",
     "check_export_file",
     "check_inputs",
     "open_export",
     "page_defect",
+    "page_of",
     "select_sets",
     "split_of",
 ]

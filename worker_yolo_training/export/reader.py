@@ -296,6 +296,31 @@ def page_defect(page: Page) -> tuple[Skip, str] | None:
     return None
 
 
+# A dataset element's row, its descendants' rows, its classifications' rows (`iter_page_rows`)
+PageRows = tuple[tuple, list[tuple], list[tuple]]
+
+
+def page_of(rows: PageRows) -> Page:
+    """A dataset element read from its rows (`Export.iter_page_rows`)."""
+    row, children, classifications = rows
+    (element_id, name, type_, polygon, angle, mirrored) = row[:6]
+    image_id, url, width, height, version = row[6:]
+    return Page(
+        id=element_id,
+        name=name,
+        type=type_,
+        polygon=_polygon(polygon),
+        rotation_angle=angle or 0,
+        mirrored=bool(mirrored),
+        image=ImageInfo(image_id, url, width, height, version or 2) if image_id else None,
+        children=[
+            Child(child_id, child_type, child_image, _polygon(child_polygon), worker_run)
+            for child_id, child_type, child_image, child_polygon, worker_run in children
+        ],
+        classifications=[ClassificationInfo(*values) for values in classifications],
+    )
+
+
 class Export:
     """An open SQLite export (see `open_export`): its datasets, counts and pages."""
 
@@ -338,33 +363,27 @@ class Export:
     ) -> Iterator[Page]:
         """Every dataset element of a set, streamed in id order, with all its descendants
         (`children`) and/or its classifications (`classifications`)."""
+        return map(page_of, self.iter_page_rows(dataset_id, set_name, children, classifications))
+
+    def iter_page_rows(
+        self,
+        dataset_id: str,
+        set_name: str,
+        children: bool = True,
+        classifications: bool = False,
+    ) -> Iterator[PageRows]:
+        """`iter_pages` as the export's rows, not yet read into values (`page_of` reads them):
+        plain tuples, cheap to send to another process."""
         descendants = _Groups(_descendants(dataset_id, set_name) if children else iter(()))
         labels = _Groups(_classifications(dataset_id, set_name) if classifications else iter(()))
         previous_id = None
         for row in _dataset_elements(dataset_id, set_name):
-            (element_id, name, type_, polygon, angle, mirrored) = row[:6]
-            image_id, url, width, height, version = row[6:]
+            element_id = row[0]
             if element_id == previous_id:
                 continue
             previous_id = element_id
-            page = Page(
-                id=element_id,
-                name=name,
-                type=type_,
-                polygon=_polygon(polygon),
-                rotation_angle=angle or 0,
-                mirrored=bool(mirrored),
-                image=ImageInfo(image_id, url, width, height, version or 2) if image_id else None,
-            )
             # Every stream is sorted by dataset element id
-            for child_id, child_type, child_image, child_polygon, worker_run in descendants.take(
-                element_id
-            ):
-                page.children.append(
-                    Child(child_id, child_type, child_image, _polygon(child_polygon), worker_run)
-                )
-            page.classifications = [ClassificationInfo(*row) for row in labels.take(element_id)]
-            yield page
+            yield row, descendants.take(element_id), labels.take(element_id)
 
 
 @contextmanager

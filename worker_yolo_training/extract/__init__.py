@@ -2,6 +2,7 @@
 crop request and labels), the writer (images, labels, `summary.json`, the annotations the
 page-level evaluation reads), the dataset's shape and the Ultralytics settings derived from it."""
 
+from worker_yolo_training.extract.build import SampleBuilder, usable_cpus
 from worker_yolo_training.extract.dataset import (
     DatasetFormat,
     ExtractedDataset,
@@ -17,8 +18,13 @@ from worker_yolo_training.extract.derived import (
     derive,
     sizes_table,
 )
-from worker_yolo_training.extract.sample import Sample, element_crop
-from worker_yolo_training.extract.shape import DatasetShape, Histogram
+from worker_yolo_training.extract.sample import PackedSample, Sample, element_crop
+from worker_yolo_training.extract.shape import (
+    DatasetShape,
+    ElementShape,
+    Histogram,
+    measure_elements,
+)
 from worker_yolo_training.extract.truth import TruthWriter
 from worker_yolo_training.extract.writer import DatasetWriter
 
@@ -27,9 +33,12 @@ __all__ = [
     "DatasetShape",
     "DatasetWriter",
     "Derivation",
+    "ElementShape",
     "ExtractedDataset",
     "Histogram",
+    "PackedSample",
     "Sample",
+    "SampleBuilder",
     "Setting",
     "SplitReport",
     "TruthWriter",
@@ -37,7 +46,9 @@ __all__ = [
     "derive",
     "element_crop",
     "load_dataset",
+    "measure_elements",
     "open_dataset",
     "sizes_table",
     "summary_table",
+    "usable_cpus",
 ]

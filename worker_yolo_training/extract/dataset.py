@@ -15,7 +15,7 @@ from worker_yolo_training.config import TrainingConfig
 from worker_yolo_training.core import SPLITS, DatasetFiles, Skip, markdown_table
 from worker_yolo_training.export import ExtractionError, Page
 from worker_yolo_training.extract.derived import Derivation, derivation_from_summary
-from worker_yolo_training.extract.sample import Sample
+from worker_yolo_training.extract.sample import PackedSample, Sample
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +29,10 @@ class DatasetFormat(Protocol):
     def prepare_split(self, root: Path, split: str) -> None:
         """Create a split's folders under the dataset root."""
 
-    def image_path(self, root: Path, split: str, sample: Sample) -> Path:
+    def image_path(self, root: Path, split: str, sample: PackedSample) -> Path:
         """Where a sample's image goes in the dataset."""
 
-    def write_label(self, root: Path, split: str, sample: Sample) -> None:
+    def write_label(self, root: Path, split: str, sample: PackedSample) -> None:
         """Write a sample's label, if the layout has label files."""
 
     def write_data(self, root: Path, splits: Iterable[str], class_names: Sequence[str]) -> Path:

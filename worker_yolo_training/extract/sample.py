@@ -8,8 +8,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from worker_yolo_training.core import Frame, Label, Skip, crop_box
+from worker_yolo_training.core import Frame, Label, Mode, Skip, crop_box, truth_objects
 from worker_yolo_training.export import Page, page_defect
+from worker_yolo_training.extract.shape import ElementShape, measure_elements
 from worker_yolo_training.images import CropRequest, fetch_size
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,45 @@ class Sample:
     def several_parts(self) -> int:
         """Objects whose geometry had several parts (joined into one label)."""
         return sum(label.parts > 1 for _, label in self.labelled)
+
+
+@dataclass(frozen=True)
+class PackedSample:
+    """A sample as the writer takes it: measured (`shape`), its truth objects as JSON
+    (`core.truth_objects`), no Python object per object, so that it comes back cheaply from the
+    process that built it."""
+
+    element_id: str
+    frame: Frame
+    request: CropRequest
+    label: str
+    objects: Counter
+    skipped: Counter
+    several_parts: int
+    shape: ElementShape
+    truth: str
+
+
+def pack_samples(mode: Mode, samples: list[Sample]) -> list[PackedSample]:
+    """Samples packed, their objects measured together (`measure_elements`)."""
+    shapes = measure_elements(
+        mode,
+        [(sample.labelled, (sample.request.width, sample.request.height)) for sample in samples],
+    )
+    return [
+        PackedSample(
+            sample.page.id,
+            sample.frame,
+            sample.request,
+            sample.label,
+            sample.objects,
+            sample.skipped,
+            sample.several_parts,
+            shape,
+            truth_objects(sample.truth),
+        )
+        for sample, shape in zip(samples, shapes, strict=True)
+    ]
 
 
 def element_crop(page: Page, image_size: int) -> tuple[Frame, CropRequest] | Skip:

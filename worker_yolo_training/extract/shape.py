@@ -27,9 +27,6 @@ DEFAULT_MASK_RATIO = 4
 INSIDE_SHARE = 0.90
 PERCENTILES = (5, 50, 95)
 PENDING_VALUES = 16_384
-# Objects measured together (shapely and numpy cost per call more than per object on pages of a
-# few dozen objects): the elements' objects wait until there are this many
-PENDING_OBJECTS = 4096
 
 
 class Histogram:
@@ -189,11 +186,13 @@ def _pairs_within(elements: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray,
     return shapely.STRtree(boxes).query(boxes)
 
 
-def nested_pairs(classes: list[str], shapes: np.ndarray, elements: np.ndarray) -> Counter:
-    """How many objects of each class lie inside an object of each class of the same element
-    (`(inner, outer)` → count; `elements` numbers each object's element): at least
-    `INSIDE_SHARE` of the inner object's area, the outer one being at least as large. Boxes rule
-    out most pairs before any geometry."""
+def nested_pairs(
+    classes: list[str], shapes: np.ndarray, elements: np.ndarray
+) -> list[tuple[int, str, str]]:
+    """(element, inner class, outer class) for each object that lies inside an object of a class
+    of the same element (`elements` numbers each object's element), once per class of container:
+    at least `INSIDE_SHARE` of the inner object's area, the outer one being at least as large.
+    Boxes rule out most pairs before any geometry."""
     areas = shapely.area(shapes)
     bounds = shapely.bounds(shapes)
     inner, outer = _pairs_within(elements, bounds)
@@ -204,7 +203,7 @@ def nested_pairs(classes: list[str], shapes: np.ndarray, elements: np.ndarray) -
     keep = (inner != outer) & (areas[outer] >= areas[inner]) & (areas[inner] > 0)
     keep &= boxes_common >= INSIDE_SHARE * areas[inner]
     if not keep.any():
-        return Counter()  # the common page: no geometry to compare
+        return []  # the common page: no geometry to compare
     inner, outer = inner[keep], outer[keep]
     # Wholly covered (the common case) is cheap to tell; only the others need their intersection
     shapely.prepare(shapes)
@@ -214,37 +213,73 @@ def nested_pairs(classes: list[str], shapes: np.ndarray, elements: np.ndarray) -
     inside[partly] = common >= INSIDE_SHARE * areas[inner[partly]]
     # each inner object counted once per class of container
     pairs = {(int(i), classes[o]) for i, o in zip(inner[inside], outer[inside], strict=True)}
-    return Counter((classes[i], outer_class) for i, outer_class in pairs)
+    return [(int(elements[i]), classes[i], outer_class) for i, outer_class in sorted(pairs)]
+
+
+@dataclass(frozen=True)
+class ElementShape:
+    """One element's objects as `DatasetShape` counts them: their class names, their sizes as
+    fractions of the image's longest side, and the objects inside others ((inner class, outer
+    class) → objects). Arrays, not objects: cheap to send from a worker process."""
+
+    classes: tuple[str, ...]
+    thickness: np.ndarray
+    width: np.ndarray
+    height: np.ndarray
+    nested: Counter
+
+    @classmethod
+    def empty(cls) -> ElementShape:
+        return cls((), *np.zeros((3, 0)), Counter())
+
+
+def measure_elements(
+    mode: Mode, elements: list[tuple[list[tuple[str, Label]], tuple[int, int]]]
+) -> list[ElementShape]:
+    """Each element's shape, from its labelled objects (class name, label) and its image's width
+    and height (only their ratio matters). All objects are measured together: shapely and numpy
+    cost per call more than per object on pages of a few dozen objects."""
+    measured = [index for index, (objects, _) in enumerate(elements) if objects]
+    shapes = [ElementShape.empty() for _ in elements]
+    if not measured:
+        return shapes
+    counts = [len(elements[index][0]) for index in measured]
+    classes = [name for index in measured for name, _ in elements[index][0]]
+    labels = [label for index in measured for _, label in elements[index][0]]
+    sizes = np.array([elements[index][1] for index in measured], float)
+    scales = np.repeat(sizes / sizes.max(axis=1, keepdims=True), counts, axis=0)
+    thickness, widths, heights, polygons = _measure(labels, mode, scales)
+    numbers = np.repeat(np.arange(len(measured)), counts)
+    nested = [Counter() for _ in measured]
+    if polygons is not None:
+        for number, inner, outer in nested_pairs(classes, polygons, numbers):
+            nested[number][inner, outer] += 1
+    ends = np.cumsum(counts)
+    for number, (index, start, end) in enumerate(zip(measured, ends - counts, ends, strict=True)):
+        shapes[index] = ElementShape(
+            tuple(classes[start:end]),
+            thickness[start:end],
+            widths[start:end],
+            heights[start:end],
+            nested[number],
+        )
+    return shapes
 
 
 class DatasetShape:
     """What derived settings need to know of the extracted dataset, gathered element by element
-    and measured by batches of elements (`PENDING_OBJECTS`): `sizes` and `nested` measure what
-    is pending before they answer."""
+    (each measured beforehand, `measure_elements`) in bounded memory."""
 
     def __init__(self, mode: Mode, class_names: list[str]):
         self.mode = mode
         self.class_names = list(class_names)
-        self._sizes: dict[str, dict[str, ObjectSizes]] = {}
+        #: per split and class, the objects' sizes
+        self.sizes: dict[str, dict[str, ObjectSizes]] = {}
         # per split: the largest number of objects on one element, and that element
         self.densest: dict[str, tuple[int, str | None]] = {}
-        self._nested: Counter = Counter()
+        #: (inner class, outer class) → objects of the first inside one of the second
+        self.nested: Counter = Counter()
         self.objects: Counter = Counter()
-        # (split, class names, labels, scale) of the elements not measured yet
-        self.pending: list[tuple[str, list[str], list[Label], np.ndarray]] = []
-        self.pending_objects = 0
-
-    @property
-    def sizes(self) -> dict[str, dict[str, ObjectSizes]]:
-        """Per split and class, the objects' sizes."""
-        self.flush()
-        return self._sizes
-
-    @property
-    def nested(self) -> Counter:
-        """(inner class, outer class) → objects of the first inside one of the second."""
-        self.flush()
-        return self._nested
 
     def add_element(
         self,
@@ -254,48 +289,30 @@ class DatasetShape:
         image_size: tuple[int, int],
     ) -> None:
         """One written element: its labelled objects (class name, label) and its image's width
-        and height (only their ratio matters)."""
-        if len(objects) > self.densest.get(split, (0, None))[0]:
-            self.densest[split] = (len(objects), element_id)
-        if not objects:
-            return
-        width, height = image_size
-        scale = np.array([width, height]) / max(width, height)
-        classes = [name for name, _ in objects]
-        self.objects.update(classes)
-        self.pending.append((split, classes, [label for _, label in objects], scale))
-        self.pending_objects += len(objects)
-        if self.pending_objects >= PENDING_OBJECTS:
-            self.flush()
+        and height (`measure_elements` measures it alone)."""
+        (shape,) = measure_elements(self.mode, [(objects, image_size)])
+        self.add_shape(split, element_id, shape)
 
-    def flush(self) -> None:
-        """Measure the pending elements' objects together."""
-        if not self.pending:
+    def add_shape(self, split: str, element_id: str, shape: ElementShape) -> None:
+        """One written element, measured."""
+        if len(shape.classes) > self.densest.get(split, (0, None))[0]:
+            self.densest[split] = (len(shape.classes), element_id)
+        if not shape.classes:
             return
-        pending, self.pending, self.pending_objects = self.pending, [], 0
-        counts = [len(classes) for _, classes, _, _ in pending]
-        labels = [label for _, _, element_labels, _ in pending for label in element_labels]
-        scales = np.repeat([scale for *_, scale in pending], counts, axis=0)
-        thickness, widths, heights, shapes = _measure(labels, self.mode, scales)
-        keys = np.array(
-            [f"{split}\0{name}" for split, classes, _, _ in pending for name in classes]
-        )
-        for key in dict.fromkeys(keys.tolist()):
-            split, name = key.split("\0")
-            chosen = keys == key
-            self._sizes.setdefault(split, {}).setdefault(name, ObjectSizes()).add(
-                thickness[chosen], widths[chosen], heights[chosen]
+        self.objects.update(shape.classes)
+        self.nested.update(shape.nested)
+        names = np.array(shape.classes)
+        sizes = self.sizes.setdefault(split, {})
+        for name in dict.fromkeys(shape.classes):
+            chosen = names == name
+            sizes.setdefault(name, ObjectSizes()).add(
+                shape.thickness[chosen], shape.width[chosen], shape.height[chosen]
             )
-        if shapes is not None:
-            classes = [name for _, element_classes, _, _ in pending for name in element_classes]
-            elements = np.repeat(np.arange(len(pending)), counts)
-            self._nested.update(nested_pairs(classes, shapes, elements))
 
     def figures(self, image_size: int, mask_ratio: int = DEFAULT_MASK_RATIO) -> dict:
         """Per split and class, the size figures for `summary.json`; the densest element of each
         split; the nested classes."""
         ratio = mask_ratio if self.mode is Mode.Segment else None
-        self.flush()
         return {
             "sizes": {
                 split: {
@@ -303,7 +320,7 @@ class DatasetShape:
                     for name in self.class_names
                     if name in sizes
                 }
-                for split, sizes in self._sizes.items()
+                for split, sizes in self.sizes.items()
             },
             "densest_element": {
                 split: {"objects": count, "element": element}
@@ -311,6 +328,6 @@ class DatasetShape:
             },
             "nested": [
                 {"inner": inner, "outer": outer, "objects": count}
-                for (inner, outer), count in sorted(self._nested.items())
+                for (inner, outer), count in sorted(self.nested.items())
             ],
         }

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import IO
 
 from worker_yolo_training.core import DatasetFiles, Linker, printable, truth_line
-from worker_yolo_training.extract.sample import Sample
+from worker_yolo_training.extract.sample import PackedSample
 from worker_yolo_training.images import CropStore, ImageError
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class TruthWriter:
         self.files: dict[str, IO[str]] = {}
         self.counts: dict[str, int] = {}
 
-    def add(self, split: str, sample: Sample, image: Path) -> None:
+    def add(self, split: str, sample: PackedSample, image: Path) -> None:
         """One element of `split`, whose training image is `image`."""
         if split == "train" and self.counts.get(split, 0) >= MAX_TRAIN_ELEMENTS:
             return
@@ -43,16 +43,16 @@ class TruthWriter:
             self.files[split] = path.open("w")
         relative = str(image.relative_to(self.files_of.root))
         self.files[split].write(
-            truth_line(sample.page.id, relative, sample.frame.size, sample.truth)
+            truth_line(sample.element_id, relative, sample.frame.size, sample.truth)
         )
         self.counts[split] = self.counts.get(split, 0) + 1
 
-    def _plain_image(self, split: str, sample: Sample, name: str) -> Path | None:
+    def _plain_image(self, split: str, sample: PackedSample, name: str) -> Path | None:
         try:
             path, _ = self.plain_store.get(sample.request, sample.frame)
         except ImageError as error:
             logger.warning(
-                f"Element {printable(sample.page.id)} left out of the page-level evaluation: its image "
+                f"Element {printable(sample.element_id)} left out of the page-level evaluation: its image "
                 f"without contrast failed ({error})"
             )
             return None

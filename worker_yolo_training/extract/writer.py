@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from worker_yolo_training.config import TrainingConfig
 from worker_yolo_training.core import SPLITS, DatasetFiles, Linker, Skip, disk_space, printable
-from worker_yolo_training.export import Page, split_of
+from worker_yolo_training.export import PageRows, split_of
+from worker_yolo_training.extract.build import SampleBuilder
 from worker_yolo_training.extract.dataset import (
     DatasetFormat,
     ExtractedDataset,
@@ -27,7 +28,7 @@ from worker_yolo_training.extract.dataset import (
     summary_table,
 )
 from worker_yolo_training.extract.derived import derive, log_derivation, sizes_table
-from worker_yolo_training.extract.sample import Sample
+from worker_yolo_training.extract.sample import PackedSample
 from worker_yolo_training.extract.shape import DatasetShape
 from worker_yolo_training.extract.truth import TruthWriter
 from worker_yolo_training.images import CropStore, Fetched, fetch_all
@@ -87,9 +88,11 @@ class DatasetWriter:
         store: CropStore,
         concurrency: int,
         plain_store: CropStore | None = None,
+        builder: SampleBuilder | None = None,
     ):
         """`plain_store` gets the evaluation images without contrast, when the training images
-        have it (the inference worker has no contrast step)."""
+        have it (the inference worker has no contrast step); `builder` builds the samples (by
+        default in this process)."""
         self.root = Path(root)
         self.layout = layout
         self.config = config
@@ -102,10 +105,11 @@ class DatasetWriter:
         self.shape = DatasetShape(config.mode, config.class_names)
         self.link = Linker()
         self.truths = TruthWriter(self.root, plain_store, self.link)
+        self.builder = builder or SampleBuilder(layout, config)
 
-    def add_set(self, set_name: str, pages: Iterable[Page], total: int | None = None) -> None:
-        """Extract one Arkindex set (`total` elements, for the progress bar) into its split;
-        other set names are skipped with a warning."""
+    def add_set(self, set_name: str, pages: Iterable[PageRows], total: int | None = None) -> None:
+        """Extract one Arkindex set (its elements' export rows; `total` elements, for the
+        progress bar) into its split; other set names are skipped with a warning."""
         split = split_of(set_name)
         if split is None:
             logger.warning(
@@ -130,44 +134,43 @@ class DatasetWriter:
                 )
             progress.update(report.elements - read_before - progress.n)
 
-    def _samples(self, split: str, pages: Iterable[Page]) -> Iterator[Sample]:
+    def _samples(self, split: str, pages: Iterable[PageRows]) -> Iterator[PackedSample]:
         report = self.reports[split]
-        for page in pages:
+        for element_id, sample in self.builder.build(pages):
             report.elements += 1
-            sample = self.layout.build_sample(page, self.config)
             if isinstance(sample, Skip):
                 report.skipped[sample] += 1
-                logger.debug(f"Element {printable(page.id)} skipped: {sample.value}")
+                logger.debug(f"Element {printable(element_id)} skipped: {sample.value}")
                 continue
             yield sample
 
-    def _known(self, sample: Sample) -> Fetched | None:
+    def _known(self, sample: PackedSample) -> Fetched | None:
         """An image already on disk: written for another set, or in the cache."""
-        if sample.page.id in self.written:
-            return Fetched(self.written[sample.page.id][1], reused=True)
+        if sample.element_id in self.written:
+            return Fetched(self.written[sample.element_id][1], reused=True)
         path = self.store.cached(sample.request, sample.frame)
         return Fetched(path, cached=True) if path is not None else None
 
-    def _store(self, split: str, sample: Sample, fetched: Fetched) -> None:
+    def _store(self, split: str, sample: PackedSample, fetched: Fetched) -> None:
         report = self.reports[split]
-        page = sample.page
+        element_id = sample.element_id
         if fetched.error is not None:
             report.skipped[Skip.ImageFailed] += 1
             source = self.store.source.describe(sample.request)
             report.failed_images.append(
-                {"element": page.id, "source": source, "reason": str(fetched.error)}
+                {"element": element_id, "source": source, "reason": str(fetched.error)}
             )
-            logger.warning(f"Element {printable(page.id)} dropped: {source}: {fetched.error}")
+            logger.warning(f"Element {printable(element_id)} dropped: {source}: {fetched.error}")
             return
         if fetched.reused:
-            first_split = self.written[page.id][0]
+            first_split = self.written[element_id][0]
             if first_split == split:
                 report.skipped[Skip.SameSplit] += 1
                 logger.warning(
-                    f"Element {printable(page.id)} is in two sets of the {split} split: kept once"
+                    f"Element {printable(element_id)} is in two sets of the {split} split: kept once"
                 )
                 return
-            self.leaks.setdefault(page.id, {first_split}).add(split)
+            self.leaks.setdefault(element_id, {first_split}).add(split)
         elif fetched.cached:
             report.cached += 1
         else:
@@ -176,13 +179,12 @@ class DatasetWriter:
         with disk_space(self.root):
             self.link(fetched.path, target)
             self.layout.write_label(self.root, split, sample)
-        self.written.setdefault(page.id, (split, target))
+        self.written.setdefault(element_id, (split, target))
         report.images += 1
         report.objects.update(sample.objects)
         report.skipped.update(sample.skipped)
         report.several_parts += sample.several_parts
-        size = (sample.request.width, sample.request.height)
-        self.shape.add_element(split, page.id, sample.labelled, size)
+        self.shape.add_shape(split, element_id, sample.shape)
         with disk_space(self.root):
             self.truths.add(split, sample, target)
 

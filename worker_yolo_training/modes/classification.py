@@ -45,10 +45,11 @@ from worker_yolo_training.export import (
     Export,
     ExtractionError,
     Page,
+    PageRows,
     open_export,
     split_of,
 )
-from worker_yolo_training.extract import Sample, element_crop
+from worker_yolo_training.extract import PackedSample, Sample, element_crop
 from worker_yolo_training.modes.base import Trained
 from worker_yolo_training.train import Architecture
 
@@ -153,9 +154,9 @@ class Classification:
     def class_counts(self, export: Export) -> dict[str, int]:
         return export.classification_counts()
 
-    def pages(self, export: Export, dataset_id: str, set_name: str) -> Iterator[Page]:
+    def page_rows(self, export: Export, dataset_id: str, set_name: str) -> Iterator[PageRows]:
         # Descendants are not needed: the element's own classifications are
-        return export.iter_pages(dataset_id, set_name, children=False, classifications=True)
+        return export.iter_page_rows(dataset_id, set_name, children=False, classifications=True)
 
     def check_splits(
         self, config: TrainingConfig, sets: Sequence[DatasetSet], exports: Mapping[str, Path]
@@ -178,13 +179,13 @@ class Classification:
     def prepare_split(self, root: Path, split: str) -> None:
         (root / split).mkdir(parents=True, exist_ok=True)
 
-    def image_path(self, root: Path, split: str, sample: Sample) -> Path:
+    def image_path(self, root: Path, split: str, sample: PackedSample) -> Path:
         folder = class_folder(root, split, int(sample.label))
         # The class folders are known once the first sample of a class comes
         folder.mkdir(exist_ok=True)
-        return folder / f"{safe_name(sample.page.id)}.jpg"
+        return folder / f"{safe_name(sample.element_id)}.jpg"
 
-    def write_label(self, root: Path, split: str, sample: Sample) -> None:
+    def write_label(self, root: Path, split: str, sample: PackedSample) -> None:
         """No label file: the folder is the label."""
 
     def write_data(self, root: Path, splits: Iterable[str], class_names: Sequence[str]) -> Path:

@@ -37,8 +37,8 @@ from worker_yolo_training.evaluate import (
     metrics_table,
     split_metrics,
 )
-from worker_yolo_training.export import Export, Page
-from worker_yolo_training.extract import Sample, element_crop
+from worker_yolo_training.export import Export, Page, PageRows
+from worker_yolo_training.extract import PackedSample, Sample, element_crop
 from worker_yolo_training.modes.base import Trained
 from worker_yolo_training.train import Architecture
 
@@ -64,8 +64,8 @@ class Detection:
     def class_counts(self, export: Export) -> dict[str, int]:
         return export.element_type_counts()
 
-    def pages(self, export: Export, dataset_id: str, set_name: str) -> Iterator[Page]:
-        return export.iter_pages(dataset_id, set_name)
+    def page_rows(self, export: Export, dataset_id: str, set_name: str) -> Iterator[PageRows]:
+        return export.iter_page_rows(dataset_id, set_name)
 
     def check_splits(
         self, config: TrainingConfig, sets: Sequence[DatasetSet], exports: Mapping[str, Path]
@@ -107,11 +107,11 @@ class Detection:
         for folder in ("images", "labels"):
             (root / folder / split).mkdir(parents=True, exist_ok=True)
 
-    def image_path(self, root: Path, split: str, sample: Sample) -> Path:
-        return root / "images" / split / f"{safe_name(sample.page.id)}.jpg"
+    def image_path(self, root: Path, split: str, sample: PackedSample) -> Path:
+        return root / "images" / split / f"{safe_name(sample.element_id)}.jpg"
 
-    def write_label(self, root: Path, split: str, sample: Sample) -> None:
-        write_text(root / "labels" / split / f"{safe_name(sample.page.id)}.txt", sample.label)
+    def write_label(self, root: Path, split: str, sample: PackedSample) -> None:
+        write_text(root / "labels" / split / f"{safe_name(sample.element_id)}.txt", sample.label)
 
     def write_data(self, root: Path, splits: Iterable[str], class_names: Sequence[str]) -> Path:
         data = {

@@ -1,0 +1,166 @@
+"""Samples built in worker processes: the same samples, in the same order, with the same warnings
+as when built in the main process; the processes stop with the builder."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from tests.exports import ExportBuilder, rectangle, seed_ids
+from worker_yolo_training.config import parse_config
+from worker_yolo_training.core import Mode, Skip
+from worker_yolo_training.export import open_export
+from worker_yolo_training.extract import SampleBuilder
+from worker_yolo_training.modes.registry import spec_for
+
+PAGES = 400
+
+
+def varied_export(path) -> tuple:
+    """Pages of every kind: rotated, mirrored, nested zones, objects of other types or outside,
+    without image, with a bad image size; classified or not."""
+    seed_ids(7)
+    builder = ExportBuilder(path)
+    dataset = builder.dataset()
+    bad_image = builder.image(0, 100)
+    for index in range(PAGES):
+        image = builder.image(1000 + index, 800)
+        kind = index % 10
+        page = builder.element(
+            "page",
+            None if kind == 8 else rectangle(10, 20, 900, 700),
+            bad_image if kind == 9 else (None if kind == 8 else image),
+            rotation_angle=90 * (index % 4) if kind < 4 else 0,
+            mirrored=kind == 5,
+        )
+        if kind == 6:
+            builder.element("zone", rectangle(50, 50, 800, 600), image, parents=(page,))
+        for line in range(25):
+            polygon = rectangle(60 + line, 60 + 20 * line, 400 + 3 * index, 12)
+            builder.element("text_line", polygon, image, parents=(page,))
+        builder.element("text_line", rectangle(2000, 2000, 30, 30), image, parents=(page,))
+        builder.element("illustration", rectangle(500, 100, 40 + index, 90), image, parents=(page,))
+        if kind != 7:
+            builder.classification(page, "illustrated" if index % 3 else "text")
+        builder.add_to_set(dataset, "train", page)
+    builder.close()
+    return builder.path, dataset
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    return varied_export(tmp_path_factory.mktemp("build") / "export.sqlite")
+
+
+def comparable(built) -> list:
+    """Built samples as plain values (arrays as lists)."""
+    values = []
+    for element_id, sample in built:
+        if isinstance(sample, Skip):
+            values.append((element_id, sample))
+            continue
+        shape = sample.shape
+        figures = [np.asarray(a).tolist() for a in (shape.thickness, shape.width, shape.height)]
+        values.append(
+            (
+                element_id,
+                sample.frame,
+                sample.request,
+                sample.label,
+                sample.objects,
+                sample.skipped,
+                sample.several_parts,
+                sample.truth,
+                shape.classes,
+                figures,
+                shape.nested,
+            )
+        )
+    return values
+
+
+def build(database, dataset, mode: str, classes: list[str], processes: int) -> list:
+    config = parse_config({"class_names": classes, "mode": mode, "image_size": 640})
+    spec = spec_for(config.mode)
+    with open_export(database) as opened, SampleBuilder(spec, config, processes) as builder:
+        return list(builder.build(spec.page_rows(opened, dataset, "train")))
+
+
+@pytest.mark.parametrize(
+    ("mode", "classes"),
+    [
+        ("segment", ["zone", "text_line", "illustration"]),
+        ("obb", ["text_line", "illustration"]),
+        ("classify", ["text", "illustrated"]),
+    ],
+)
+def test_worker_processes_build_the_same_samples_in_order(export, mode, classes):
+    database, dataset = export
+    here = build(database, dataset, mode, classes, processes=1)
+    there = build(database, dataset, mode, classes, processes=2)
+    assert len(here) == PAGES
+    assert comparable(there) == comparable(here)
+    reasons = Counter(sample for _, sample in here if isinstance(sample, Skip))
+    assert reasons[Skip.NoImage] == PAGES // 10
+    if mode == "segment":
+        nested = Counter()
+        for _, sample in here:
+            if not isinstance(sample, Skip):
+                nested.update(sample.shape.nested)
+        assert nested[("text_line", "zone")] == 25 * PAGES // 10
+
+
+def test_warnings_of_worker_processes_are_logged_in_the_elements_order(export, caplog):
+    database, dataset = export
+    logged = {}
+    for processes in (1, 2):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            build(database, dataset, "segment", ["text_line"], processes)
+        logged[processes] = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(logged[1]) == PAGES // 10  # the pages with an image of width 0
+    assert "has width 0" in logged[1][0]
+    assert logged[2] == logged[1]
+
+
+@dataclass(frozen=True)
+class WhereBuilt:
+    """A layout that says which process built each element."""
+
+    def build_sample(self, page, config):
+        logging.getLogger("tests.where").warning(f"{page.id} {os.getpid()}")
+        return Skip.NoImage
+
+
+def test_samples_are_built_in_other_processes_that_stop_with_the_builder(export, caplog):
+    database, dataset = export
+    config = parse_config({"class_names": ["text_line"], "mode": "segment"})
+    spec = spec_for(Mode.Segment)
+    with caplog.at_level(logging.WARNING), open_export(database) as opened:
+        with SampleBuilder(WhereBuilt(), config, 2) as builder:
+            assert len(multiprocessing.active_children()) == 2
+            built = list(builder.build(spec.page_rows(opened, dataset, "train")))
+        assert not multiprocessing.active_children()
+    pids = {int(r.getMessage().split()[1]) for r in caplog.records if r.name == "tests.where"}
+    assert len(built) == PAGES
+    assert pids and os.getpid() not in pids
+
+
+def test_an_error_stops_the_worker_processes_at_once(export):
+    database, dataset = export
+    config = parse_config({"class_names": ["text_line"], "mode": "segment"})
+    spec = spec_for(Mode.Segment)
+    with (
+        open_export(database) as opened,
+        pytest.raises(KeyboardInterrupt),
+        SampleBuilder(spec, config, 2) as builder,
+    ):
+        for _ in builder.build(spec.page_rows(opened, dataset, "train")):
+            raise KeyboardInterrupt
+    assert not multiprocessing.active_children()

@@ -1,0 +1,151 @@
+"""Building a set's samples: each dataset element read from its export rows, its sample built by
+the mode and packed with its objects measured (the CPU part of the extraction), by chunks of
+elements, in worker processes when there are several CPUs, results in the elements' order.
+
+Worker processes get export rows (plain tuples) and send back packed samples (arrays and text):
+pickling either costs a fraction of building them. They are forked when the extraction starts,
+before any download thread; what they log is sent back with their results and logged here, in
+order, as if built in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+from collections import deque
+from collections.abc import Iterable, Iterator
+from multiprocessing.pool import AsyncResult, Pool
+
+from worker_yolo_training.config import TrainingConfig
+from worker_yolo_training.core import Skip
+from worker_yolo_training.export import PageRows, page_of
+from worker_yolo_training.extract.dataset import DatasetFormat
+from worker_yolo_training.extract.sample import PackedSample, pack_samples
+
+# A chunk ends at this many rows (elements and their descendants: objects measured together,
+# shapely and numpy cost per call more than per object) or this many elements
+CHUNK_ROWS = 4096
+CHUNK_ELEMENTS = 256
+# Chunks in flight per worker process: one being built, one waiting
+AHEAD = 2
+
+# (dataset element id, its sample or why it has none)
+Built = tuple[str, PackedSample | Skip]
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container's or a scheduler's limit included)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def chunks(pages: Iterable[PageRows]) -> Iterator[list[PageRows]]:
+    """Consecutive elements' rows, `CHUNK_ROWS` rows or `CHUNK_ELEMENTS` elements at most
+    (an element with more descendants makes a chunk alone)."""
+    chunk, rows = [], 0
+    for page in pages:
+        chunk.append(page)
+        rows += 1 + len(page[1])
+        if rows >= CHUNK_ROWS or len(chunk) >= CHUNK_ELEMENTS:
+            yield chunk
+            chunk, rows = [], 0
+    if chunk:
+        yield chunk
+
+
+def build_chunk(
+    layout: DatasetFormat, config: TrainingConfig, chunk: list[PageRows]
+) -> list[Built]:
+    """Each element's sample, packed, or why it has none."""
+    pages = [page_of(rows) for rows in chunk]
+    built = [layout.build_sample(page, config) for page in pages]
+    packed = iter(pack_samples(config.mode, [s for s in built if not isinstance(s, Skip)]))
+    return [
+        (page.id, sample if isinstance(sample, Skip) else next(packed))
+        for page, sample in zip(pages, built, strict=True)
+    ]
+
+
+class _Records(logging.Handler):
+    """Keeps the records logged in a worker process, to be logged by the main one."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.msg, record.args = record.getMessage(), None  # arguments may not pickle
+        record.exc_info = record.exc_text = None
+        self.records.append(record)
+
+
+def _build_logged(
+    layout: DatasetFormat, config: TrainingConfig, chunk: list[PageRows]
+) -> tuple[list[Built], list[logging.LogRecord]]:
+    """`build_chunk` in a worker process, with what it logged."""
+    root = logging.getLogger()
+    handlers, root.handlers = root.handlers, [_Records()]
+    try:
+        return build_chunk(layout, config, chunk), root.handlers[0].records
+    finally:
+        root.handlers = handlers
+
+
+def _worker_signals() -> None:
+    # Ctrl-C reaches the whole process group: the main process alone decides what to do. A
+    # stop ends a worker at once (`Pool.terminate`), without the main process' handler.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+class SampleBuilder:
+    """Builds samples by chunks, in `processes` worker processes (a context manager: they start
+    on entry and stop on exit, at once when leaving on an error or an interruption), or in this
+    process when `processes` is 1 or processes cannot be forked."""
+
+    def __init__(self, layout: DatasetFormat, config: TrainingConfig, processes: int = 1):
+        self.layout = layout
+        self.config = config
+        forkable = "fork" in multiprocessing.get_all_start_methods()
+        self.processes = processes if forkable else 1
+        self.pool: Pool | None = None
+
+    def __enter__(self) -> SampleBuilder:
+        if self.processes > 1:
+            context = multiprocessing.get_context("fork")
+            self.pool = context.Pool(self.processes, initializer=_worker_signals)
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        pool, self.pool = self.pool, None
+        if pool is None:
+            return
+        if error_type is None:
+            pool.close()
+        else:
+            pool.terminate()
+        pool.join()
+
+    def build(self, pages: Iterable[PageRows]) -> Iterator[Built]:
+        """Each element's sample (or why it has none), in the order of `pages`."""
+        if self.pool is None:
+            for chunk in chunks(pages):
+                yield from build_chunk(self.layout, self.config, chunk)
+            return
+        window: deque[AsyncResult] = deque()
+        for chunk in chunks(pages):
+            window.append(self.pool.apply_async(_build_logged, (self.layout, self.config, chunk)))
+            if len(window) >= AHEAD * self.processes:
+                yield from _replayed(window.popleft().get())
+        while window:
+            yield from _replayed(window.popleft().get())
+
+
+def _replayed(result: tuple[list[Built], list[logging.LogRecord]]) -> list[Built]:
+    built, records = result
+    for record in records:
+        logging.getLogger(record.name).handle(record)
+    return built
