@@ -95,6 +95,29 @@ def test_descendant_text_stored_as_blobs_reads_as_text(builder):
     assert child.polygon == rectangle(10, 10, 50, 20)
 
 
+def test_descendant_polygons_not_stored_as_text_are_read_as_their_text(builder):
+    # A hand-made export may hold a number, or bytes that are not UTF-8, in the polygon column:
+    # read as text (what peewee does), they are polygons the checks then report, not a crash
+    image = builder.image(100, 100)
+    dataset = builder.dataset()
+    page = builder.element("page", rectangle(0, 0, 100, 100), image)
+    number = builder.element("text_line", rectangle(10, 10, 50, 20), image, parents=(page,))
+    garbled = builder.element("text_line", rectangle(10, 30, 50, 40), image, parents=(page,))
+    builder.add_to_set(dataset, "train", page)
+    builder.close()
+    with sqlite3.connect(builder.path) as connection:
+        connection.execute("UPDATE element SET polygon = 7 WHERE id = ?", (number,))
+        connection.execute("UPDATE element SET polygon = x'5bff5d' WHERE id = ?", (garbled,))
+    connection.close()
+    with export.open_export(builder.path) as opened:
+        (read,) = opened.iter_pages(dataset, "train")
+    polygons = {child.id: child.polygon for child in read.children}
+    # the number as JSON reads it; the bytes decoded, U+FFFD for what is not UTF-8: not JSON
+    assert polygons[number] == 7.0
+    assert str(polygons[garbled]) == "[\ufffd]"
+    assert not isinstance(polygons[garbled], list)
+
+
 # Polygon texts as an export may hold them, and what reading each alone gives
 POLYGON_TEXTS = [
     "[[0, 0], [10, 0], [10, 10]]",

@@ -10,6 +10,7 @@ order, as if built in this process.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -85,20 +86,30 @@ class _Records(logging.Handler):
 def _build_logged(
     layout: DatasetFormat, config: TrainingConfig, chunk: list[PageRows]
 ) -> tuple[list[Built], list[logging.LogRecord]]:
-    """`build_chunk` in a worker process, with what it logged."""
+    """`build_chunk` in a worker process, with what it logged.
+
+    The cyclic garbage collector is off while a chunk is built: a chunk's objects hold no cycle
+    and are freed as soon as it is sent, but collecting while they are made cost a third of the
+    building time. It runs as usual between chunks.
+    """
     root = logging.getLogger()
     handlers, root.handlers = root.handlers, [_Records()]
+    gc.disable()
     try:
         return build_chunk(layout, config, chunk), root.handlers[0].records
     finally:
+        gc.enable()
         root.handlers = handlers
 
 
-def _worker_signals() -> None:
+def _start_worker() -> None:
     # Ctrl-C reaches the whole process group: the main process alone decides what to do. A
     # stop ends a worker at once (`Pool.terminate`), without the main process' handler.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # What the worker inherits from the main process (modules, the run's values) lives as long
+    # as it does: out of the collector's reach, it is neither traversed nor copied on write
+    gc.freeze()
 
 
 class SampleBuilder:
@@ -116,7 +127,7 @@ class SampleBuilder:
     def __enter__(self) -> SampleBuilder:
         if self.processes > 1:
             context = multiprocessing.get_context("fork")
-            self.pool = context.Pool(self.processes, initializer=_worker_signals)
+            self.pool = context.Pool(self.processes, initializer=_start_worker)
         return self
 
     def __exit__(self, error_type, error, traceback) -> None:
