@@ -155,20 +155,26 @@ def test_samples_are_built_in_other_processes_that_stop_with_the_builder(export,
     assert pids and os.getpid() not in pids
 
 
+def where_built(export, caplog, processes: int) -> list[list[str]]:
+    """(process id, collector on, objects frozen) for each element, as `WhereBuilt` logs them."""
+    database, dataset = export
+    config = parse_config({"class_names": ["text_line"], "mode": "segment"})
+    rows = spec_for(Mode.Segment).page_rows
+    caplog.clear()
+    with (
+        caplog.at_level(logging.WARNING),
+        open_export(database) as opened,
+        SampleBuilder(WhereBuilt(), config, processes) as builder,
+    ):
+        assert len(list(builder.build(rows(opened, dataset, "train")))) == PAGES
+    return [r.getMessage().split()[1:] for r in caplog.records if r.name == "tests.where"]
+
+
 def test_worker_processes_build_without_collecting_what_they_inherited(export, caplog):
     # Collecting while a chunk is built cost a third of the building time; what a worker
     # inherits is frozen (never traversed). The main process' collector is left as it is.
-    database, dataset = export
-    config = parse_config({"class_names": ["text_line"], "mode": "segment"})
-    spec = spec_for(Mode.Segment)
-    with caplog.at_level(logging.WARNING), open_export(database) as opened:
-        with SampleBuilder(WhereBuilt(), config, 2) as builder:
-            list(builder.build(spec.page_rows(opened, dataset, "train")))
-        with SampleBuilder(WhereBuilt(), config, 1) as builder:
-            list(builder.build(spec.page_rows(opened, dataset, "train")))
-    states = [r.getMessage().split()[1:] for r in caplog.records if r.name == "tests.where"]
-    there = {(enabled, int(frozen) > 0) for pid, enabled, frozen in states[:PAGES]}
-    here = {(enabled, frozen) for pid, enabled, frozen in states[PAGES:]}
+    there = {(on, int(frozen) > 0) for _, on, frozen in where_built(export, caplog, 2)}
+    here = {(on, frozen) for _, on, frozen in where_built(export, caplog, 1)}
     assert there == {("False", True)}
     assert here == {(str(gc.isenabled()), str(gc.get_freeze_count()))}
     assert gc.isenabled()
