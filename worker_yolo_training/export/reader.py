@@ -169,10 +169,10 @@ def _descendants(dataset_id: str, set_name: str):
     # Text as peewee's text fields read it: a BLOB (a hand-made export may hold one) decoded.
     # Not the polygon: casting its text costs a third of the statement's time before the first
     # row, and `_polygon` reads any value as text
-    ids = (Element.id, Element.type, Element.image)
-    columns = (*(column.cast("TEXT") for column in ids), Element.polygon)
+    text = (Element.id, Element.type, Element.image, Element.worker_run)
+    id_, type_, image, worker_run = (column.cast("TEXT") for column in text)
     query = (
-        Element.select(tree.c.root_id, *columns, Element.worker_run.cast("TEXT"))
+        Element.select(tree.c.root_id, id_, type_, image, Element.polygon, worker_run)
         .with_cte(tree)
         .from_(tree)
         .join(Element, on=(Element.id == tree.c.child_id))
@@ -253,10 +253,10 @@ def _polygon(text: Any) -> Any:
 
 
 def _as_text(value: Any) -> str | None:
-    """A value of the export's polygon column as peewee's text fields read it: a BLOB decoded
-    (what is not UTF-8 is replaced, and then is not JSON), a number written out."""
-    if value is None or isinstance(value, str):
-        return value
+    """A value of the export's polygon column that is not text, as peewee's text fields read it:
+    a BLOB decoded (what is not UTF-8 is replaced, and then is not JSON), a number written out."""
+    if value is None:
+        return None
     if isinstance(value, bytes):
         return value.decode(errors="replace")
     return str(value)

@@ -108,7 +108,7 @@ def _start_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # What the worker inherits from the main process (modules, the run's values) lives as long
-    # as it does: out of the collector's reach, it is neither traversed nor copied on write
+    # as it does: out of the collector's reach, it is never traversed (nor its pages written)
     gc.freeze()
 
 
