@@ -30,6 +30,7 @@ from worker_yolo_training.config import (
     add_arguments,
     check_arguments,
     check_folders,
+    fetch_concurrency,
     key_of,
     local_cache,
     parse_config,
@@ -42,6 +43,7 @@ from worker_yolo_training.core import (
     RunLayout,
     output_lock,
 )
+from worker_yolo_training.extract import usable_cpus
 from worker_yolo_training.images import (
     FolderSource,
     IIIFSource,
@@ -98,12 +100,12 @@ class Interrupted(KeyboardInterrupt):
         )
 
 
-def image_source(args) -> ImageSource:
+def image_source(args, concurrency: int) -> ImageSource:
     """Where images come from: the --images folder, else each image's IIIF server."""
     if args.images:
         return FolderSource(args.images)
     return IIIFSource(
-        timeout=args.image_timeout, retries=args.image_retries, connections=args.concurrency
+        timeout=args.image_timeout, retries=args.image_retries, connections=concurrency
     )
 
 
@@ -172,10 +174,16 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         base = self.base_model(inputs)
         baseline = self.baseline(inputs)
         fingerprint = self.run_fingerprint(sets, inputs.exports)
-        with self.output_root() as root, self.image_stores(config, root) as stores:
+        concurrency = fetch_concurrency(self.args, usable_cpus())
+        where = f"the folder {self.args.images}" if self.args.images else "their IIIF servers"
+        logger.info(f"Images from {where}, {concurrency} at once")
+        with (
+            self.output_root() as root,
+            self.image_stores(config, root, concurrency) as stores,
+        ):
             layout = RunLayout(root)
             start = start_run(layout, fingerprint, self.args.resume, inputs.mode, config)
-            dataset = start.dataset or extract(inputs, stores, layout, self.args.concurrency)
+            dataset = start.dataset or extract(inputs, stores, layout, concurrency)
             start.wait_for_removal()
             if self.args.extract_only:
                 logger.info(f"Dataset written to {dataset.root} (--extract-only: no training)")
@@ -305,9 +313,9 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
             return {}
         return run_fingerprint(self.config, sets, exports, self.args.images)
 
-    def image_stores(self, config: TrainingConfig, root: Path):
+    def image_stores(self, config: TrainingConfig, root: Path, concurrency: int):
         """The image stores, in a cache kept between runs (a scratch folder with --no-cache)."""
-        source = image_source(self.args)
+        source = image_source(self.args, concurrency)
         if self.args.no_cache:
             folder = RunLayout(root).crops_scratch
         elif self.local or self.args.cache_dir:

@@ -49,6 +49,19 @@ def test_folder_source_crops_and_resizes_and_reports_missing_files(tmp_path):
         source.fetch(CropRequest(ImageInfo("other", "", 10, 10, 2), Box(0, 0, 10, 10), 10, 10))
 
 
+def test_folder_crops_are_resampled_with_pillows_bicubic(tmp_path):
+    # A lossless file, reduced 2.5×: the pixels are the crop's bicubic ones (antialiased,
+    # Pillow's `thumbnail` default), not LANCZOS'
+    rng = np.random.default_rng(0)
+    noise = Image.fromarray(rng.integers(0, 256, (100, 200, 3), dtype=np.uint8))
+    noise.save(tmp_path / "img.png")
+    info = ImageInfo("img", "", 200, 100, 2)
+    crop = FolderSource(tmp_path).fetch(CropRequest(info, Box(50, 0, 100, 100), 40, 40))
+    region = noise.crop((50, 0, 150, 100))
+    assert crop.tobytes() == region.resize((40, 40), Image.Resampling.BICUBIC).tobytes()
+    assert crop.tobytes() != region.resize((40, 40), Image.Resampling.LANCZOS).tobytes()
+
+
 def test_store_writes_oriented_crops_once(tmp_path):
     image = Image.new("RGB", (200, 100), "white")
     image.paste((0, 0, 0), (0, 0, 20, 10))  # top-left corner
@@ -135,7 +148,7 @@ def test_folder_jpegs_are_decoded_at_reduced_scale_with_the_same_region(
     monkeypatch.setattr(JpegImageFile, "draft", recorded)
     region = FolderSource(tmp_path).fetch(CropRequest(info, crop, *size))
     with Image.open(tmp_path / "scan.jpg") as full:
-        expected = full.crop((601, 403, 1201, 803)).resize(size, Image.Resampling.LANCZOS)
+        expected = full.crop((601, 403, 1201, 803)).resize(size, Image.Resampling.BICUBIC)
     assert region.size == size
     assert max(scales, default=1) == 2 ** min(3, int(np.log2(reduction)))
     difference = np.abs(np.asarray(region, float) - np.asarray(expected, float))

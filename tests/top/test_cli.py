@@ -1,6 +1,7 @@
 """The console script in local mode: extraction, errors before downloads, and the sample end to end."""
 
 import json
+import os
 import tarfile
 
 import pytest
@@ -79,6 +80,9 @@ def test_extract_only_writes_the_dataset_and_does_not_train(tmp_path, small_expo
     assert summary["splits"]["train"]["objects"] == {"text_line": 1, "illustration": 1}
     assert summary["splits"]["train"]["skipped"] == {"type not requested": 1}
     assert "'extra' is not a training set" in process.stderr
+    # a folder's scans are decoded here: one per CPU at once, not a download's 32
+    cpus = len(os.sched_getaffinity(0))
+    assert f"Images from the folder {images}, {cpus} at once" in process.stderr
     assert not (output / "training").exists() and not (output / "model").exists()
 
 

@@ -12,6 +12,7 @@ from worker_yolo_training.config.arguments import (
     add_arguments,
     check_arguments,
     check_folders,
+    fetch_concurrency,
     local_cache,
 )
 from worker_yolo_training.config.file import MAX_CONFIG_BYTES, read_config_file
@@ -57,6 +58,7 @@ __all__ = [
     "add_arguments",
     "check_arguments",
     "check_folders",
+    "fetch_concurrency",
     "key_of",
     "local_cache",
     "parse_config",

@@ -9,7 +9,7 @@ from pathlib import Path
 from worker_yolo_training.config.options import ConfigurationError
 from worker_yolo_training.core import not_a_file
 
-# Images downloaded at once
+# Images downloaded at once (a folder's are read one per CPU: `fetch_concurrency`)
 DEFAULT_CONCURRENCY = 32
 # Seconds: to connect, and between two reads of an image answer
 IMAGE_TIMEOUT = 60.0
@@ -45,7 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "being fine-tuned, else the latest version of target_model_id, else none.",
     )
     parser.add_argument(
-        "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="Images downloaded at once."
+        "--concurrency",
+        type=int,
+        help=f"Images fetched at once (default: {DEFAULT_CONCURRENCY} downloads; with --images, "
+        "one per CPU).",
     )
     parser.add_argument(
         "--cache-dir",
@@ -91,12 +94,21 @@ def check_arguments(args: argparse.Namespace, local: bool) -> None:
         ("--concurrency", args.concurrency, 1),
         ("--image-retries", args.image_retries, 1),
     ):
-        if value < minimum:
+        if value is not None and value < minimum:
             problems.append(f"{name} must be at least {minimum}, got {value}")
     if args.image_timeout <= 0:
         problems.append(f"--image-timeout must be positive, got {args.image_timeout}")
     if problems:
         raise ConfigurationError(problems)
+
+
+def fetch_concurrency(args: argparse.Namespace, cpus: int) -> int:
+    """Images fetched at once: --concurrency, else `DEFAULT_CONCURRENCY` downloads (each mostly
+    waits for its server), or one per CPU from an --images folder (decoding and resizing a scan
+    is all CPU: more threads only wait for each other, each holding a decoded scan)."""
+    if args.concurrency is not None:
+        return args.concurrency
+    return cpus if args.images is not None else DEFAULT_CONCURRENCY
 
 
 def local_cache(args: argparse.Namespace) -> Path | None:

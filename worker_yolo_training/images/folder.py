@@ -20,6 +20,9 @@ from worker_yolo_training.images.request import DECODE_ERRORS, CropRequest, Imag
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
 # The largest local scan read (8 bits RGB: 6 GiB decoded); larger ones are reported as failed
 FOLDER_MAX_PIXELS = 1 << 31
+# How a local crop is brought to its size: Pillow's antialiased bicubic (its `thumbnail`'s
+# default), 30 % less CPU than LANCZOS on a scan, which is most of a folder run's time
+RESAMPLING = Image.Resampling.BICUBIC
 
 
 def open_scan(path: Path, max_pixels: int = FOLDER_MAX_PIXELS) -> Image.Image:
@@ -88,7 +91,7 @@ def drafted_region(
         return None
     factor = drafted[1][2] / full_width  # 1/2, 1/4 or 1/8
     scaled = (left * factor, top * factor, right * factor, bottom * factor)
-    return image.resize(size, Image.Resampling.LANCZOS, box=scaled)
+    return image.resize(size, RESAMPLING, box=scaled)
 
 
 class FolderSource:
@@ -150,7 +153,7 @@ class FolderSource:
                 if region is None:
                     region = crop(full, box)
                     if size != region.size:
-                        region = region.resize(size, Image.Resampling.LANCZOS)
+                        region = region.resize(size, RESAMPLING)
                 region.load()
                 return region
         except DECODE_ERRORS as error:
