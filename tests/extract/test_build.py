@@ -18,6 +18,7 @@ from worker_yolo_training.config import parse_config
 from worker_yolo_training.core import Mode, Skip
 from worker_yolo_training.export import open_export
 from worker_yolo_training.extract import SampleBuilder
+from worker_yolo_training.extract.build import CHUNK_ROWS, FIRST_CHUNK_ROWS, chunks
 from worker_yolo_training.modes.registry import spec_for
 
 PAGES = 400
@@ -192,3 +193,13 @@ def test_an_error_stops_the_worker_processes_at_once(export):
         for _ in builder.build(spec.page_rows(opened, dataset, "train")):
             raise KeyboardInterrupt
     assert not multiprocessing.active_children()
+
+
+def test_a_sets_first_chunks_are_small_then_grow_to_the_largest():
+    # The worker processes start on a set after a few elements are read, not a whole chunk
+    pages = [((f"page-{index:04}",), [("line",)] * 65, []) for index in range(500)]
+    sizes = [sum(1 + len(page[1]) for page in chunk) for chunk in chunks(pages)]
+    assert [page for chunk in chunks(pages) for page in chunk] == pages
+    assert FIRST_CHUNK_ROWS <= sizes[0] < FIRST_CHUNK_ROWS + 66
+    assert sizes[:4] == sorted(sizes[:4]) and sizes[3] > 4 * sizes[0]
+    assert max(sizes) < CHUNK_ROWS + 66 and sizes.count(max(sizes)) > 1

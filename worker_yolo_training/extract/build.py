@@ -29,6 +29,9 @@ from worker_yolo_training.extract.sample import PackedSample, pack_samples
 # shapely and numpy cost per call more than per object) or this many elements
 CHUNK_ROWS = 4096
 CHUNK_ELEMENTS = 256
+# A set's first chunk ends at this many rows, and each next one at twice as many up to
+# `CHUNK_ROWS`: the worker processes start on a set at once, not after a whole chunk is read
+FIRST_CHUNK_ROWS = 256
 # Chunks in flight per worker process: one being built, one waiting
 AHEAD = 2
 
@@ -45,14 +48,15 @@ def usable_cpus() -> int:
 
 def chunks(pages: Iterable[PageRows]) -> Iterator[list[PageRows]]:
     """Consecutive elements' rows, `CHUNK_ROWS` rows or `CHUNK_ELEMENTS` elements at most
-    (an element with more descendants makes a chunk alone)."""
-    chunk, rows = [], 0
+    (an element with more descendants makes a chunk alone), the first chunks smaller
+    (`FIRST_CHUNK_ROWS`)."""
+    chunk, rows, limit = [], 0, FIRST_CHUNK_ROWS
     for page in pages:
         chunk.append(page)
         rows += 1 + len(page[1])
-        if rows >= CHUNK_ROWS or len(chunk) >= CHUNK_ELEMENTS:
+        if rows >= limit or len(chunk) >= CHUNK_ELEMENTS:
             yield chunk
-            chunk, rows = [], 0
+            chunk, rows, limit = [], 0, min(2 * limit, CHUNK_ROWS)
     if chunk:
         yield chunk
 
