@@ -18,7 +18,7 @@ from worker_yolo_training.config import parse_config
 from worker_yolo_training.core import Mode, Skip
 from worker_yolo_training.export import open_export
 from worker_yolo_training.extract import SampleBuilder
-from worker_yolo_training.extract.build import CHUNK_ROWS, FIRST_CHUNK_ROWS, chunks
+from worker_yolo_training.extract.build import CHUNK_ROWS, FIRST_CHUNK_ROWS, LabelFiles, chunks
 from worker_yolo_training.modes.registry import spec_for
 
 PAGES = 400
@@ -87,11 +87,11 @@ def comparable(built) -> list:
     return values
 
 
-def build(database, dataset, mode: str, classes: list[str], processes: int) -> list:
+def build(database, dataset, mode: str, classes: list[str], processes: int, labels=None) -> list:
     config = parse_config({"class_names": classes, "mode": mode, "image_size": 640})
     spec = spec_for(config.mode)
     with open_export(database) as opened, SampleBuilder(spec, config, processes) as builder:
-        return list(builder.build(spec.page_rows(opened, dataset, "train")))
+        return list(builder.build(spec.page_rows(opened, dataset, "train"), labels))
 
 
 @pytest.mark.parametrize(
@@ -203,3 +203,31 @@ def test_a_sets_first_chunks_are_small_then_grow_to_the_largest():
     assert FIRST_CHUNK_ROWS <= sizes[0] < FIRST_CHUNK_ROWS + 66
     assert sizes[:4] == sorted(sizes[:4]) and sizes[3] > 4 * sizes[0]
     assert max(sizes) < CHUNK_ROWS + 66 and sizes.count(max(sizes)) > 1
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_label_files_are_written_where_samples_are_built_keeping_one_already_there(
+    export, tmp_path, processes
+):
+    database, dataset = export
+    (tmp_path / "labels" / "train").mkdir(parents=True)
+    first = build(database, dataset, "segment", ["text_line"], 1)
+    kept = next(element for element, sample in first if not isinstance(sample, Skip))
+    # an element written for an earlier set of the split keeps its label
+    (tmp_path / "labels" / "train" / f"{kept}.txt").write_text("from an earlier set\n")
+    labels = LabelFiles(tmp_path, "train")
+    built = build(database, dataset, "segment", ["text_line"], processes, labels)
+    samples = {element: s for element, s in built if not isinstance(s, Skip)}
+    files = {path.stem: path.read_text() for path in (tmp_path / "labels" / "train").iterdir()}
+    assert set(files) == set(samples) and len(files) > PAGES // 2
+    assert files.pop(kept) == "from an earlier set\n"
+    assert files == {element: samples[element].label for element in files}
+    assert all(text.count("\n") == 25 for text in files.values())
+
+
+def test_classification_has_no_label_files(export, tmp_path):
+    database, dataset = export
+    labels = LabelFiles(tmp_path, "train")
+    built = build(database, dataset, "classify", ["text", "illustrated"], 2, labels)
+    assert any(not isinstance(sample, Skip) for _, sample in built)
+    assert list(tmp_path.iterdir()) == []

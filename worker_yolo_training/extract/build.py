@@ -1,6 +1,7 @@
 """Building a set's samples: each dataset element read from its export rows, its sample built by
-the mode and packed with its objects measured (the CPU part of the extraction), by chunks of
-elements, in worker processes when there are several CPUs, results in the elements' order.
+the mode and packed with its objects measured (the CPU part of the extraction), its label file
+written, by chunks of elements, in worker processes when there are several CPUs, results in the
+elements' order.
 
 Worker processes get export rows (plain tuples) and send back packed samples (arrays and text):
 pickling either costs a fraction of building them. They are forked when the extraction starts,
@@ -17,10 +18,12 @@ import os
 import signal
 from collections import deque
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from multiprocessing.pool import AsyncResult, Pool
+from pathlib import Path
 
 from worker_yolo_training.config import TrainingConfig
-from worker_yolo_training.core import Skip
+from worker_yolo_training.core import Skip, disk_space, write_text
 from worker_yolo_training.export import PageRows, page_of
 from worker_yolo_training.extract.dataset import DatasetFormat
 from worker_yolo_training.extract.sample import PackedSample, pack_samples
@@ -61,17 +64,43 @@ def chunks(pages: Iterable[PageRows]) -> Iterator[list[PageRows]]:
         yield chunk
 
 
+@dataclass(frozen=True)
+class LabelFiles:
+    """Where the label files of a split's samples go (`DatasetFormat.label_path`)."""
+
+    root: Path  # the dataset folder
+    split: str
+
+
 def build_chunk(
-    layout: DatasetFormat, config: TrainingConfig, chunk: list[PageRows]
+    layout: DatasetFormat,
+    config: TrainingConfig,
+    chunk: list[PageRows],
+    labels: LabelFiles | None = None,
 ) -> list[Built]:
-    """Each element's sample, packed, or why it has none."""
+    """Each element's sample, packed, or why it has none; with `labels`, their label files."""
     pages = [page_of(rows) for rows in chunk]
     built = [layout.build_sample(page, config) for page in pages]
-    packed = iter(pack_samples(config.mode, [s for s in built if not isinstance(s, Skip)]))
+    packed = pack_samples(config.mode, [s for s in built if not isinstance(s, Skip)])
+    if labels is not None:
+        write_labels(layout, labels, packed)
+    samples = iter(packed)
     return [
-        (page.id, sample if isinstance(sample, Skip) else next(packed))
+        (page.id, sample if isinstance(sample, Skip) else next(samples))
         for page, sample in zip(pages, built, strict=True)
     ]
+
+
+def write_labels(layout: DatasetFormat, labels: LabelFiles, samples: list[PackedSample]) -> None:
+    """Each sample's label file, where the sample is built (a file written is the largest part
+    of what the main process did per element). An element whose label the split has already
+    keeps it: written for an earlier set, whose sample the writer keeps. The writer removes the
+    label of an element whose image then fails."""
+    with disk_space(labels.root):
+        for sample in samples:
+            path = layout.label_path(labels.root, labels.split, sample)
+            if path is not None and not path.exists():
+                write_text(path, sample.label)
 
 
 class _Records(logging.Handler):
@@ -88,7 +117,10 @@ class _Records(logging.Handler):
 
 
 def _build_logged(
-    layout: DatasetFormat, config: TrainingConfig, chunk: list[PageRows]
+    layout: DatasetFormat,
+    config: TrainingConfig,
+    chunk: list[PageRows],
+    labels: LabelFiles | None,
 ) -> tuple[list[Built], list[logging.LogRecord]]:
     """`build_chunk` in a worker process, with what it logged.
 
@@ -100,7 +132,7 @@ def _build_logged(
     handlers, root.handlers = root.handlers, [_Records()]
     gc.disable()
     try:
-        return build_chunk(layout, config, chunk), root.handlers[0].records
+        return build_chunk(layout, config, chunk, labels), root.handlers[0].records
     finally:
         gc.enable()
         root.handlers = handlers
@@ -144,15 +176,17 @@ class SampleBuilder:
             pool.terminate()
         pool.join()
 
-    def build(self, pages: Iterable[PageRows]) -> Iterator[Built]:
-        """Each element's sample (or why it has none), in the order of `pages`."""
+    def build(self, pages: Iterable[PageRows], labels: LabelFiles | None = None) -> Iterator[Built]:
+        """Each element's sample (or why it has none), in the order of `pages`; with `labels`,
+        each sample's label file is written before the sample comes."""
         if self.pool is None:
             for chunk in chunks(pages):
-                yield from build_chunk(self.layout, self.config, chunk)
+                yield from build_chunk(self.layout, self.config, chunk, labels)
             return
         window: deque[AsyncResult] = deque()
         for chunk in chunks(pages):
-            window.append(self.pool.apply_async(_build_logged, (self.layout, self.config, chunk)))
+            task = (self.layout, self.config, chunk, labels)
+            window.append(self.pool.apply_async(_build_logged, task))
             if len(window) >= AHEAD * self.processes:
                 yield from _replayed(window.popleft().get())
         while window:

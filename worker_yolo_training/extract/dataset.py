@@ -32,8 +32,9 @@ class DatasetFormat(Protocol):
     def image_path(self, root: Path, split: str, sample: PackedSample) -> Path:
         """Where a sample's image goes in the dataset."""
 
-    def write_label(self, root: Path, split: str, sample: PackedSample) -> None:
-        """Write a sample's label, if the layout has label files."""
+    def label_path(self, root: Path, split: str, sample: PackedSample) -> Path | None:
+        """Where a sample's label file goes (its text: `sample.label`); None when the layout has
+        no label files."""
 
     def write_data(self, root: Path, splits: Iterable[str], class_names: Sequence[str]) -> Path:
         """Write what Ultralytics' `data=` needs; returns what to pass it."""

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from worker_yolo_training.config import TrainingConfig
 from worker_yolo_training.core import SPLITS, DatasetFiles, Linker, Skip, disk_space, printable
 from worker_yolo_training.export import PageRows, split_of
-from worker_yolo_training.extract.build import SampleBuilder
+from worker_yolo_training.extract.build import LabelFiles, SampleBuilder
 from worker_yolo_training.extract.dataset import (
     DatasetFormat,
     ExtractedDataset,
@@ -136,7 +136,7 @@ class DatasetWriter:
 
     def _samples(self, split: str, pages: Iterable[PageRows]) -> Iterator[PackedSample]:
         report = self.reports[split]
-        for element_id, sample in self.builder.build(pages):
+        for element_id, sample in self.builder.build(pages, LabelFiles(self.root, split)):
             report.elements += 1
             if isinstance(sample, Skip):
                 report.skipped[sample] += 1
@@ -155,12 +155,7 @@ class DatasetWriter:
         report = self.reports[split]
         element_id = sample.element_id
         if fetched.error is not None:
-            report.skipped[Skip.ImageFailed] += 1
-            source = self.store.source.describe(sample.request)
-            report.failed_images.append(
-                {"element": element_id, "source": source, "reason": str(fetched.error)}
-            )
-            logger.warning(f"Element {printable(element_id)} dropped: {source}: {fetched.error}")
+            self._drop(split, sample, fetched.error)
             return
         if fetched.reused:
             first_split = self.written[element_id][0]
@@ -178,7 +173,6 @@ class DatasetWriter:
         target = self.layout.image_path(self.root, split, sample)
         with disk_space(self.root):
             self.link(fetched.path, target)
-            self.layout.write_label(self.root, split, sample)
         self.written.setdefault(element_id, (split, target))
         report.images += 1
         report.objects.update(sample.objects)
@@ -187,6 +181,19 @@ class DatasetWriter:
         self.shape.add_shape(split, element_id, sample.shape)
         with disk_space(self.root):
             self.truths.add(split, sample, target)
+
+    def _drop(self, split: str, sample: PackedSample, error: Exception) -> None:
+        """An element whose image failed: reported, its label file (written when the sample was
+        built) removed."""
+        report = self.reports[split]
+        report.skipped[Skip.ImageFailed] += 1
+        source = self.store.source.describe(sample.request)
+        element = sample.element_id
+        report.failed_images.append({"element": element, "source": source, "reason": str(error)})
+        logger.warning(f"Element {printable(element)} dropped: {source}: {error}")
+        label = self.layout.label_path(self.root, split, sample)
+        if label is not None:
+            label.unlink(missing_ok=True)
 
     def finish(self) -> ExtractedDataset:
         """Write summary.json and log it, check the dataset can be trained on, write what

@@ -185,7 +185,7 @@ class Classification:
         folder.mkdir(exist_ok=True)
         return folder / f"{safe_name(sample.element_id)}.jpg"
 
-    def write_label(self, root: Path, split: str, sample: PackedSample) -> None:
+    def label_path(self, root: Path, split: str, sample: PackedSample) -> None:
         """No label file: the folder is the label."""
 
     def write_data(self, root: Path, splits: Iterable[str], class_names: Sequence[str]) -> Path:

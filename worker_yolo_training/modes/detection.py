@@ -27,7 +27,6 @@ from worker_yolo_training.core import (
     read_truths,
     safe_name,
     segmenter_configuration,
-    write_text,
 )
 from worker_yolo_training.evaluate import (
     COMPARED_SPLITS,
@@ -110,8 +109,8 @@ class Detection:
     def image_path(self, root: Path, split: str, sample: PackedSample) -> Path:
         return root / "images" / split / f"{safe_name(sample.element_id)}.jpg"
 
-    def write_label(self, root: Path, split: str, sample: PackedSample) -> None:
-        write_text(root / "labels" / split / f"{safe_name(sample.element_id)}.txt", sample.label)
+    def label_path(self, root: Path, split: str, sample: PackedSample) -> Path:
+        return root / "labels" / split / f"{safe_name(sample.element_id)}.txt"
 
     def write_data(self, root: Path, splits: Iterable[str], class_names: Sequence[str]) -> Path:
         data = {
