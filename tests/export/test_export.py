@@ -161,12 +161,3 @@ def test_polygon_texts_are_read_as_json_or_kept_as_text(builder, texts):
         # text that is not JSON is kept as text; numbers are floats
         assert isinstance(polygons[child], str) == isinstance(expected, str), text
         assert repr(polygons[child]) == repr(expected) or isinstance(expected, str), text
-
-
-def test_an_export_is_read_through_a_memory_map_with_arkindex_exports_settings(builder):
-    # Pages read in place rather than copied by read(): the descendants' statement is faster
-    builder.dataset()
-    builder.close()
-    with export.open_export(builder.path):
-        assert database.execute_sql("PRAGMA mmap_size").fetchone()[0] > 0
-        assert database.execute_sql("PRAGMA cache_size").fetchone()[0] == -64000

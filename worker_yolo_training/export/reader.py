@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from arkindex_export import (
-    PRAGMAS,
     Classification,
     Dataset,
     DatasetElement,
@@ -39,8 +38,6 @@ from worker_yolo_training.export.file import ExportError, check_export_file
 logger = logging.getLogger(__name__)
 
 SHOWN_CHARACTERS = 80
-# At most this much of an export is mapped in memory (SQLite maps no more than the file's size)
-EXPORT_MMAP_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -418,9 +415,6 @@ def open_export(path: Path) -> Iterator[Export]:
     """
     check_export_file(path)
     open_database(Path(path))
-    # Its pages read in place through a memory map, not copied by read(): the descendants'
-    # statement takes a fifth less. arkindex-export's own settings otherwise; it is only read.
-    export_database.init(str(path), pragmas={**PRAGMAS, "mmap_size": EXPORT_MMAP_BYTES})
     try:
         yield Export(path)
     except DatabaseError as error:
