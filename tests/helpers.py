@@ -37,13 +37,19 @@ def run_cli(*args, env=None, check=True) -> subprocess.CompletedProcess:
 
 
 def run_local(
-    database: Path, config: Path, output: Path, *args, extract_only: bool = True, check: bool = True
+    database: Path,
+    config: Path,
+    output: Path,
+    *args,
+    extract_only: bool = True,
+    check: bool = True,
+    env: dict | None = None,
 ) -> subprocess.CompletedProcess:
     """The console script in local mode (extraction only unless asked)."""
     mode = ["--extract-only"] if extract_only else []
     return run_cli(
         "--dev", "--database", database, "--config", config, "--output", output, *mode, *args,
-        check=check,
+        check=check, env=env,
     )  # fmt: skip
 
 

@@ -38,12 +38,14 @@ def test_extract_only_writes_the_dataset_and_does_not_train(tmp_path, small_expo
     database, images, pages = small_export
     config = write_config(tmp_path / "config.yml")
     output = tmp_path / "out"
+    ultralytics_dir = tmp_path / "ultralytics"
     process = run_local(
         database,
         config,
         output,
         "--images",
         images,
+        env=dict(os.environ, YOLO_CONFIG_DIR=str(ultralytics_dir)),
     )
     dataset = output / "dataset"
     # crop (100, 50) 200×100: the line is x 20..120, y 10..60 → 0.1..0.6, 0.1..0.6;
@@ -84,6 +86,10 @@ def test_extract_only_writes_the_dataset_and_does_not_train(tmp_path, small_expo
     cpus = len(os.sched_getaffinity(0))
     assert f"Images from the folder {images}, {cpus} at once" in process.stderr
     assert not (output / "training").exists() and not (output / "model").exists()
+    # Ultralytics' environment is prepared, but its plots' fonts only for a run that trains
+    assert (ultralytics_dir / "weights").is_dir()
+    assert not (ultralytics_dir / "Ultralytics").exists()
+    assert "font" not in process.stderr
 
 
 def test_unknown_class_names_fail_before_any_image(tmp_path, small_export):
