@@ -62,6 +62,63 @@ def test_folder_crops_are_resampled_with_pillows_bicubic(tmp_path):
     assert crop.tobytes() != region.resize((40, 40), Image.Resampling.LANCZOS).tobytes()
 
 
+def bilinear(pixels: np.ndarray, box: tuple, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear interpolation from its definition: output pixel centre x + 0.5 is pixel
+    left + (x + 0.5) × scale of the region, edges repeated."""
+    left, top, right, bottom = box
+    width, height = size
+
+    def axis(start, end, count, limit):
+        positions = start + (np.arange(count) + 0.5) * (end - start) / count - 0.5
+        low = np.floor(positions)
+        weight = positions - low
+        low = low.astype(int)
+        return np.clip(low, 0, limit - 1), np.clip(low + 1, 0, limit - 1), weight
+
+    x0, x1, wx = axis(left, right, width, pixels.shape[1])
+    y0, y1, wy = axis(top, bottom, height, pixels.shape[0])
+    wx, wy = wx[None, :, None], wy[:, None, None]
+    rows0, rows1 = pixels[y0].astype(float), pixels[y1].astype(float)
+    top_row = rows0[:, x0] * (1 - wx) + rows0[:, x1] * wx
+    bottom_row = rows1[:, x0] * (1 - wx) + rows1[:, x1] * wx
+    return top_row * (1 - wy) + bottom_row * wy
+
+
+def test_folder_crops_reduced_at_most_twice_are_bilinear_at_their_exact_place(tmp_path):
+    # A lossless file reduced 1.3×: bilinear interpolation over the crop (OpenCV's fixed point:
+    # within a gray level of the exact values), not Pillow's bicubic
+    rng = np.random.default_rng(1)
+    noise = rng.integers(0, 256, (100, 200, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "img.png")
+    info = ImageInfo("img", "", 200, 100, 2)
+    crop = FolderSource(tmp_path).fetch(CropRequest(info, Box(30, 10, 130, 80), 100, 62))
+    assert crop.size == (100, 62) and crop.mode == "RGB"
+    expected = bilinear(noise, (30, 10, 160, 90), (100, 62))
+    assert np.abs(np.asarray(crop, float) - expected).max() <= 1
+    bicubic = Image.fromarray(noise).resize((100, 62), Image.Resampling.BICUBIC, (30, 10, 160, 90))
+    assert np.abs(np.asarray(bicubic, float) - expected).mean() > 5
+
+
+def test_jpeg_scans_decoded_at_half_scale_keep_an_odd_crops_exact_place(tmp_path):
+    # Decoded at 1/2 scale, a crop whose edges are odd pixels starts half a pixel into the
+    # decoded image: interpolated from there, not from a rounded pixel
+    rng = np.random.default_rng(2)
+    smooth = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).resize(
+        (400, 300), Image.Resampling.BICUBIC
+    )
+    smooth.save(tmp_path / "scan.jpg", quality=95)
+    info = ImageInfo("scan", "", 400, 300, 2)
+    crop = FolderSource(tmp_path).fetch(CropRequest(info, Box(51, 33, 249, 167), 100, 67))
+    with Image.open(tmp_path / "scan.jpg") as scan:
+        scan.draft("RGB", (160, 120))
+        assert scan.size == (200, 150)  # the decoder's own 1/2 scale
+        half = np.asarray(scan)
+    expected = bilinear(half, (25.5, 16.5, 150, 100), (100, 67))
+    assert np.abs(np.asarray(crop, float) - expected).max() <= 1
+    shifted = bilinear(half, (25, 16, 149.5, 99.5), (100, 67))
+    assert np.abs(shifted - expected).max() > 10
+
+
 def test_store_writes_oriented_crops_once(tmp_path):
     image = Image.new("RGB", (200, 100), "white")
     image.paste((0, 0, 0), (0, 0, 20, 10))  # top-left corner
