@@ -103,17 +103,23 @@ def crop_stores(source: ImageSource, folder: Path, contrast: bool, keep: bool) -
 
 
 def extract(
-    inputs: RunInputs, stores: Stores, layout: RunLayout, concurrency: int
+    inputs: RunInputs,
+    stores: Stores,
+    layout: RunLayout,
+    concurrency: int,
+    previous: Path | None = None,
 ) -> ExtractedDataset:
     """Write the dataset from every set (three SQL statements per set, whatever its size: its
     size for the progress bar, its elements, their descendants), the samples built on every
-    CPU while the images download."""
+    CPU while the images download; the label files of a `previous` run's dataset that are the
+    same are taken back."""
     layout.dataset.mkdir(parents=True)
     config, mode = inputs.config, inputs.mode
     builder = SampleBuilder(mode, config, usable_cpus())
     writer = DatasetWriter(
-        layout.dataset, mode, config, stores.training, concurrency, stores.plain, builder
-    )
+        layout.dataset, mode, config, stores.training, concurrency, stores.plain, builder,
+        previous,
+    )  # fmt: skip
     with export.StatementCounter() as statements, builder:
         for dataset_set in inputs.sets:
             dataset = dataset_set.dataset

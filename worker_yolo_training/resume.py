@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import shutil
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 from arkindex_worker.models import DatasetSet
 
 from worker_yolo_training.config import ConfigurationError, TrainingConfig
-from worker_yolo_training.core import RunLayout, clear_previous_run, write_text
+from worker_yolo_training.core import Removal, RunLayout, clear_previous_run, write_text
 from worker_yolo_training.extract import DatasetFormat, ExtractedDataset, load_dataset
 
 logger = logging.getLogger(__name__)
@@ -57,12 +56,19 @@ class Start:
 
     dataset: ExtractedDataset | None = None  # a complete dataset to reuse
     last_weights: Path | None = None  # training to continue
-    removal: threading.Thread | None = None  # a previous run being deleted
+    removal: Removal | None = None  # a previous run being deleted
+
+    @property
+    def previous_dataset(self) -> Path | None:
+        """The previous run's dataset, aside until `wait_for_removal` (extraction may take
+        back its identical files)."""
+        return self.removal.dataset if self.removal is not None else None
 
     def wait_for_removal(self) -> None:
-        """The previous run's outputs are deleted in the background: wait for the end."""
+        """The previous run's outputs are deleted in the background: wait for the end (its
+        dataset is deleted now, after the extraction)."""
         if self.removal is not None:
-            self.removal.join()
+            self.removal.finish()
 
 
 def start_run(

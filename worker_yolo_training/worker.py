@@ -183,7 +183,9 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         ):
             layout = RunLayout(root)
             start = start_run(layout, fingerprint, self.args.resume, inputs.mode, config)
-            dataset = start.dataset or extract(inputs, stores, layout, concurrency)
+            dataset = start.dataset or extract(
+                inputs, stores, layout, concurrency, start.previous_dataset
+            )
             start.wait_for_removal()
             if self.args.extract_only:
                 logger.info(f"Dataset written to {dataset.root} (--extract-only: no training)")
@@ -267,11 +269,12 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
     def base_model(self, inputs: RunInputs) -> str | None:
         """What training starts from, settled before any image is fetched (None with
         --extract-only). Ultralytics' offline environment is prepared in any case: extraction
-        may use its geometry helpers."""
+        may use its geometry helpers (its plots' fonts only for a run that trains)."""
         # $YOLO_CONFIG_DIR wins (an image may ship weights there), else the task's data dir
         in_task = not self.local and "YOLO_CONFIG_DIR" not in os.environ
         weights_dir = train.prepare_environment(
-            self.task_data_dir / "ultralytics" if in_task else None
+            self.task_data_dir / "ultralytics" if in_task else None,
+            fonts=not self.args.extract_only,
         )
         if self.args.extract_only:
             return None

@@ -4,7 +4,11 @@ disk is reported with its folder, long or unsafe element ids make safe file name
 from __future__ import annotations
 
 import errno
+import json
 import logging
+import os
+import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -36,12 +40,16 @@ def test_previous_run_is_moved_aside_then_deleted(tmp_path, caplog):
     layout = previous_run(tmp_path / "out")
     (layout.root / "notes.txt").write_text("the user's own file")
     with caplog.at_level(logging.INFO):
-        thread = clear_previous_run(layout)
+        removal = clear_previous_run(layout)
     # Nothing of the old run is visible as soon as the function returns
     assert sorted(path.name for path in layout.root.iterdir() if not path.name.startswith(".")) == [
         "notes.txt"
     ]
-    thread.join()
+    # its dataset waits aside, whole, for the new extraction to take back what it can
+    removal.thread.join()
+    assert (removal.dataset / "summary.json").read_text() == "old"
+    assert [path.name for path in removal.dataset.parent.iterdir()] == ["dataset"]
+    removal.finish()
     assert [path.name for path in layout.root.iterdir()] == ["notes.txt"]
     assert "dataset" in caplog.text and "eval_test" in caplog.text and "metrics.json" in caplog.text
 
@@ -50,7 +58,7 @@ def test_only_the_outputs_of_a_run_are_cleared(tmp_path):
     layout = previous_run(tmp_path / "out")
     (layout.root / "eval_notes").mkdir()
     (layout.root / "my-data").mkdir()
-    clear_previous_run(layout).join()
+    clear_previous_run(layout).finish()
     assert sorted(path.name for path in layout.root.iterdir()) == ["eval_notes", "my-data"]
 
 
@@ -60,6 +68,15 @@ def test_outputs_without_the_run_json_of_a_run_are_refused_and_kept(tmp_path):
     with pytest.raises(OutputFolderError, match=r"out holds dataset, metrics\.json.* no run\.json"):
         clear_previous_run(layout)
     assert sorted(path.relative_to(layout.root) for path in layout.root.rglob("*")) == before
+
+
+def test_a_previous_run_without_dataset_is_deleted_whole(tmp_path):
+    layout = previous_run(tmp_path / "out")
+    shutil.rmtree(layout.dataset)
+    removal = clear_previous_run(layout)
+    assert removal.dataset is None
+    removal.thread.join()
+    assert sorted(path.name for path in layout.root.iterdir()) == []
 
 
 def test_nothing_to_clear(tmp_path):
@@ -93,6 +110,59 @@ def test_extract_only_removes_the_previous_model_and_metrics(tmp_path):
     assert not layout.metrics.exists() and not layout.model_dir.exists()
     assert not layout.evaluation("test").exists()
     assert (layout.dataset / "data.yaml").is_file()
+
+
+def label_files(dataset: Path) -> dict[str, tuple[bytes, int]]:
+    """Each label file of a dataset: its bytes and its modification time."""
+    labels = dataset / "labels"
+    return {
+        str(path.relative_to(labels)): (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in labels.rglob("*.txt")
+    }
+
+
+def test_a_rerun_takes_back_the_label_files_that_are_the_same(tmp_path):
+    """A previous run's label file that the rerun would write again, byte for byte, is moved
+    into the new dataset (its data neither freed nor written again); the others are written, and
+    the previous dataset is gone at the end. The result is exactly a fresh run's."""
+    from PIL import Image
+
+    builder = ExportBuilder(tmp_path / "export.sqlite")
+    dataset = builder.dataset()
+    images = tmp_path / "images"
+    images.mkdir()
+    pages, lines = [], []
+    for index in range(4):
+        image = builder.image(200, 100)
+        Image.new("RGB", (200, 100), "white").save(images / f"{image.id}.jpg")
+        pages.append(builder.element("page", rectangle(0, 0, 200, 100), image))
+        polygon = rectangle(10, 10 + index, 50, 20)
+        lines.append(builder.element("text_line", polygon, image, parents=(pages[-1],)))
+        builder.add_to_set(dataset, "train" if index < 3 else "dev", pages[-1])
+    builder.close()
+    config = write_config(tmp_path / "c.yml", class_names=["text_line"])
+    output = tmp_path / "out"
+    run_local(builder.path, config, output, "--images", images)
+    first = label_files(output / "dataset")
+    for path in (output / "dataset" / "labels").rglob("*.txt"):
+        os.utime(path, ns=(10**18, 10**18))  # what the rerun takes back keeps this date
+    # between the runs, one line moves and one page leaves the dataset
+    with sqlite3.connect(builder.path) as export:
+        moved = json.dumps(rectangle(30, 30, 50, 20))
+        export.execute("UPDATE element SET polygon = ? WHERE id = ?", (moved, lines[0]))
+        export.execute("DELETE FROM dataset_element WHERE element_id = ?", (pages[1],))
+    export.close()
+    run_local(builder.path, config, output, "--images", images)
+    second = label_files(output / "dataset")
+    run_local(builder.path, config, tmp_path / "fresh", "--images", images)
+    assert {name: text for name, (text, _) in second.items()} == {
+        name: text for name, (text, _) in label_files(tmp_path / "fresh" / "dataset").items()
+    }
+    taken_back = {name for name, (_, mtime) in second.items() if mtime == 10**18}
+    assert taken_back == {f"train/{pages[2]}.txt", f"val/{pages[3]}.txt"}
+    assert second[f"train/{pages[0]}.txt"][0] != first[f"train/{pages[0]}.txt"][0]
+    assert f"train/{pages[1]}.txt" not in second
+    assert [path.name for path in output.iterdir() if path.name.startswith(".previous")] == []
 
 
 def test_long_and_unsafe_ids_make_short_distinct_safe_names():

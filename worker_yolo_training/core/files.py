@@ -119,6 +119,22 @@ def write_text(path: Path, text: str) -> None:
         raise
 
 
+def move_if_same(previous: Path, path: Path, text: str) -> bool:
+    """Move the file `previous` (from a previous run) to `path` when it holds `text` exactly, and
+    say so; otherwise remove it. A rename neither writes data nor frees any: where a rerun's
+    files are mostly the same, this is a fraction of removing the old file and writing the new
+    one (the kernel time of a rerun's label files on ext4)."""
+    try:
+        same = previous.read_bytes() == text.encode()
+    except OSError:  # not there (a new element, or another layout)
+        return False
+    if same:
+        previous.replace(path)
+    else:
+        previous.unlink(missing_ok=True)
+    return same
+
+
 @contextmanager
 def disk_space(folder: Path, needed: int | None = None) -> Iterator[None]:
     """A full disk stops the run with a message naming the folder (and the space the write

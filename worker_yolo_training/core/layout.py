@@ -138,11 +138,28 @@ class RunLayout:
         return fixed + [self.evaluation(split) for split in SPLITS]
 
 
-def clear_previous_run(layout: RunLayout) -> threading.Thread | None:
+@dataclass(frozen=True)
+class Removal:
+    """A previous run's outputs, moved aside, being deleted in the background (`thread`): all
+    but its dataset (`dataset`), whose files a new extraction may take back rather than write
+    again (`files.move_if_same`); `finish` deletes the rest of it."""
+
+    thread: threading.Thread
+    dataset: Path | None  # the previous run's dataset, aside
+
+    def finish(self) -> None:
+        """Wait for the background deletion, then delete what is left of the previous dataset."""
+        self.thread.join()
+        if self.dataset is not None:
+            shutil.rmtree(self.dataset.parent, ignore_errors=True)
+
+
+def clear_previous_run(layout: RunLayout) -> Removal | None:
     """Start from a clean layout: a previous run's outputs are moved aside at once (nothing of
     it can mix with this run) and deleted in the background (thousands of unlinks are kernel
-    time, done on another core). Returns the deleting thread, if any. Only the layout's own
-    names are touched, and only when the previous run's run.json is there.
+    time, done on another core), its dataset last (`Removal`). None when there is nothing to
+    delete. Only the layout's own names are touched, and only when the previous run's run.json
+    is there.
 
     :raises OutputFolderError: output names are there without run.json (the user's files?)."""
     # left by an interrupted run
@@ -158,6 +175,7 @@ def clear_previous_run(layout: RunLayout) -> threading.Thread | None:
             "shows that an earlier run of the worker wrote them, so nothing is deleted. Move "
             "them away or choose another --output"
         )
+    dataset = None
     if existing:
         names = ", ".join(path.name for path in existing)
         logger.info(f"Removing the previous run's outputs from {layout.root}: {names}")
@@ -165,14 +183,22 @@ def clear_previous_run(layout: RunLayout) -> threading.Thread | None:
         aside.mkdir()
         for path in existing:
             path.rename(aside / path.name)
-        leftovers.append(aside)
-    if not leftovers:
+        dataset = RunLayout(aside).dataset
+        if dataset.is_dir():  # the rest now, the dataset once extraction no longer needs it
+            leftovers += [path for path in aside.iterdir() if path != dataset]
+        else:
+            leftovers.append(aside)
+            dataset = None
+    if not leftovers and dataset is None:
         return None
 
     def remove() -> None:
         for path in leftovers:
-            shutil.rmtree(path, ignore_errors=True)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     thread = threading.Thread(target=remove, daemon=True)
     thread.start()
-    return thread
+    return Removal(thread, dataset)

@@ -23,7 +23,7 @@ from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
 
 from worker_yolo_training.config import TrainingConfig
-from worker_yolo_training.core import Skip, disk_space, write_text
+from worker_yolo_training.core import Skip, disk_space, move_if_same, write_text
 from worker_yolo_training.export import PageRows, page_of
 from worker_yolo_training.extract.dataset import DatasetFormat
 from worker_yolo_training.extract.sample import PackedSample, pack_samples
@@ -66,10 +66,13 @@ def chunks(pages: Iterable[PageRows]) -> Iterator[list[PageRows]]:
 
 @dataclass(frozen=True)
 class LabelFiles:
-    """Where the label files of a split's samples go (`DatasetFormat.label_path`)."""
+    """Where the label files of a split's samples go (`DatasetFormat.label_path`), and the
+    dataset of a previous run in the same folder, whose identical label files are taken back
+    (`move_if_same`) rather than written again."""
 
     root: Path  # the dataset folder
     split: str
+    previous: Path | None = None  # the previous run's dataset folder, moved aside
 
 
 def build_chunk(
@@ -95,12 +98,18 @@ def write_labels(layout: DatasetFormat, labels: LabelFiles, samples: list[Packed
     """Each sample's label file, where the sample is built (a file written is the largest part
     of what the main process did per element). An element whose label the split has already
     keeps it: written for an earlier set, whose sample the writer keeps. The writer removes the
-    label of an element whose image then fails."""
+    label of an element whose image then fails. A previous run's label file that is the same
+    is moved here instead of written (a rerun's labels are mostly the same)."""
     with disk_space(labels.root):
         for sample in samples:
             path = layout.label_path(labels.root, labels.split, sample)
-            if path is not None and not path.exists():
-                write_text(path, sample.label)
+            if path is None or path.exists():
+                continue
+            if labels.previous is not None:
+                previous = layout.label_path(labels.previous, labels.split, sample)
+                if move_if_same(previous, path, sample.label):
+                    continue
+            write_text(path, sample.label)
 
 
 class _Records(logging.Handler):

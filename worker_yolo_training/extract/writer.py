@@ -89,10 +89,12 @@ class DatasetWriter:
         concurrency: int,
         plain_store: CropStore | None = None,
         builder: SampleBuilder | None = None,
+        previous: Path | None = None,
     ):
         """`plain_store` gets the evaluation images without contrast, when the training images
         have it (the inference worker has no contrast step); `builder` builds the samples (by
-        default in this process)."""
+        default in this process); `previous` is a previous run's dataset, whose identical label
+        files are taken back (`LabelFiles`)."""
         self.root = Path(root)
         self.layout = layout
         self.config = config
@@ -106,6 +108,7 @@ class DatasetWriter:
         self.link = Linker()
         self.truths = TruthWriter(self.root, plain_store, self.link)
         self.builder = builder or SampleBuilder(layout, config)
+        self.previous = previous
 
     def add_set(self, set_name: str, pages: Iterable[PageRows], total: int | None = None) -> None:
         """Extract one Arkindex set (its elements' export rows; `total` elements, for the
@@ -136,7 +139,8 @@ class DatasetWriter:
 
     def _samples(self, split: str, pages: Iterable[PageRows]) -> Iterator[PackedSample]:
         report = self.reports[split]
-        for element_id, sample in self.builder.build(pages, LabelFiles(self.root, split)):
+        labels = LabelFiles(self.root, split, self.previous)
+        for element_id, sample in self.builder.build(pages, labels):
             report.elements += 1
             if isinstance(sample, Skip):
                 report.skipped[sample] += 1
