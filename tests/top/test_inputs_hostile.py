@@ -164,7 +164,7 @@ def one_page(path, dataset):
     [
         ("not json", "is not JSON: 'not json'"),
         ('{"x": 1}', "is not a list of [x, y] points"),
-        ("[[0, 0], [1, 2, 3], [5, 5]]", "holds [1.0, 2.0, 3.0], not an [x, y] point"),
+        ("[[0, 0], [1, 2, 3], [5, 5]]", "holds [1, 2, 3], not an [x, y] point"),
         ('[["a", "b"], [1, 2], [3, 4]]', "holds 'a', not a number"),
         ("[[0, 0], [Infinity, 0], [10, 10]]", "holds inf, not a finite number"),
         ("[[0, 0], [1e400, 0], [10, 10]]", "holds inf, not a finite number"),
