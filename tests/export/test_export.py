@@ -203,7 +203,7 @@ def test_polygon_texts_are_read_as_json_or_kept_as_text(builder, texts):
     for child, text in zip(children, texts, strict=True):
         # integers as JSON reads them, but those of 16 digits or more (not exact as floats, or
         # too large for one) as floats: infinity, which the checks then reject
-        long_number = any(len(run) >= 16 for run in re.findall(r"\d+", text))
+        long_number = any(len(run) >= 16 for run in re.findall(r"(?<![.\d])\d+", text))
         decoder = json.JSONDecoder(parse_int=float if long_number else int)
         try:
             expected = decoder.decode(text) if text else None

@@ -229,12 +229,12 @@ class NotJSON(str):
     """Polygon text of the export that is not JSON, kept for the report."""
 
 
-# A text with a number of 16 digits or more has its integers read as floats: a 400-digit integer
-# becomes infinity, which the checks reject, instead of an int that overflows later. A decoder
-# made once is faster than `json.loads`.
-# The integers of other texts are read by the decoder itself, as ints: under 10^15, a float
-# holds each exactly, and calling `float` on every one took two thirds of a polygon's time.
-_LONG_NUMBER = re.compile(r"\d{16}")
+# A text with an integer part of 16 digits or more has its integers read as floats: a 400-digit
+# integer becomes infinity, which the checks reject, instead of an int that overflows later. A
+# decoder made once is faster than `json.loads`. The integers of other texts are read by the
+# decoder itself, as ints: under 10^15, a float holds each exactly, and calling `float` on every
+# one took two thirds of a polygon's time.
+_LONG_NUMBER = re.compile(r"(?<![.\d])\d{16}")
 _LONG_NUMBERS_DECODER = json.JSONDecoder(parse_int=float)
 _DECODER = json.JSONDecoder()
 
