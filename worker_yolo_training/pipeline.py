@@ -89,7 +89,8 @@ def crop_stores(source: ImageSource, folder: Path, contrast: bool, keep: bool) -
     without contrast when training images have it. Files other threads were writing are removed
     if the run stops; the folder is removed at the end when it is not a cache kept between runs."""
     stores = Stores(
-        CropStore(source, folder, contrast), CropStore(source, folder) if contrast else None
+        CropStore(source, folder, contrast, keep),
+        CropStore(source, folder, kept=keep) if contrast else None,
     )
     try:
         yield stores

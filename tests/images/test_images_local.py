@@ -99,7 +99,14 @@ def test_folder_crops_reduced_at_most_twice_are_bilinear_at_their_exact_place(tm
     assert np.abs(np.asarray(bicubic, float) - expected).mean() > 5
 
 
-def test_jpeg_scans_decoded_at_half_scale_keep_an_odd_crops_exact_place(tmp_path):
+@pytest.mark.parametrize(
+    ("box", "size"),
+    [
+        (Box(51, 33, 249, 167), (100, 67)),  # a part of the scan
+        (Box(1, 1, 397, 297), (160, 120)),  # most of it (read whole, not cropped first)
+    ],
+)
+def test_jpeg_scans_decoded_at_half_scale_keep_an_odd_crops_exact_place(tmp_path, box, size):
     # Decoded at 1/2 scale, a crop whose edges are odd pixels starts half a pixel into the
     # decoded image: interpolated from there, not from a rounded pixel
     rng = np.random.default_rng(2)
@@ -108,14 +115,17 @@ def test_jpeg_scans_decoded_at_half_scale_keep_an_odd_crops_exact_place(tmp_path
     )
     smooth.save(tmp_path / "scan.jpg", quality=95)
     info = ImageInfo("scan", "", 400, 300, 2)
-    crop = FolderSource(tmp_path).fetch(CropRequest(info, Box(51, 33, 249, 167), 100, 67))
+    crop = FolderSource(tmp_path).fetch(CropRequest(info, box, *size))
     with Image.open(tmp_path / "scan.jpg") as scan:
         scan.draft("RGB", (160, 120))
         assert scan.size == (200, 150)  # the decoder's own 1/2 scale
         half = np.asarray(scan)
-    expected = bilinear(half, (25.5, 16.5, 150, 100), (100, 67))
+    left, top, right, bottom = box.x, box.y, box.x + box.width, box.y + box.height
+    expected = bilinear(half, (left / 2, top / 2, right / 2, bottom / 2), size)
     assert np.abs(np.asarray(crop, float) - expected).max() <= 1
-    shifted = bilinear(half, (25, 16, 149.5, 99.5), (100, 67))
+    shifted = bilinear(
+        half, ((left - 1) / 2, (top - 1) / 2, (right - 1) / 2, (bottom - 1) / 2), size
+    )
     assert np.abs(shifted - expected).max() > 10
 
 
@@ -132,6 +142,22 @@ def test_store_writes_oriented_crops_once(tmp_path):
         assert written.size == (100, 200)
         assert written.getpixel((95, 5))[0] < 60  # the corner turned to the top right
     assert store.get(request, frame) == (path, True)
+
+
+def test_a_store_without_cache_only_writes(tmp_path):
+    """`--no-cache`: the scratch folder is new and removed by each run, so nothing is looked up
+    in it, and no checksum is written beside the images."""
+    Image.new("RGB", (200, 100), "white").save(tmp_path / "img.png")
+    request = CropRequest(ImageInfo("img", "", 200, 100, 2), Box(0, 0, 200, 100), 200, 100)
+    frame = Frame(Box(0, 0, 200, 100))
+    scratch = CropStore(FolderSource(tmp_path), tmp_path / "scratch", kept=False)
+    path, cached = scratch.get(request, frame)
+    assert not cached and path.is_file()
+    assert scratch.get(request, frame) == (path, False)  # fetched again, never looked up
+    assert [file.suffix for file in (tmp_path / "scratch").rglob("*") if file.is_file()] == [".jpg"]
+    # a kept store reuses it once its checksum is there
+    kept = CropStore(FolderSource(tmp_path), tmp_path / "cache")
+    assert kept.get(request, frame)[1] is False and kept.get(request, frame)[1] is True
 
 
 def test_sixteen_bit_scans_are_scaled_not_clipped(tmp_path):

@@ -112,10 +112,15 @@ def resample(image: Image.Image, box: tuple[float, ...], size: tuple[int, int]) 
         return image.resize(size, RESAMPLING, box=box)
     import cv2  # imported where used: 16 ms, and only folder runs resample here
 
-    # only the pixels bilinear interpolation reads (the map stays within the region, ±1 px)
+    # the pixels bilinear interpolation reads (the map stays within the region, ±1 px); when
+    # they are most of the image (a page), the whole image: one copy instead of two
     x0, y0 = max(0, math.floor(left) - 1), max(0, math.floor(top) - 1)
     x1, y1 = min(image.width, math.ceil(right) + 1), min(image.height, math.ceil(bottom) + 1)
-    pixels = np.asarray(image.crop((x0, y0, x1, y1)))
+    if 2 * (x1 - x0) * (y1 - y0) > image.width * image.height:
+        x0 = y0 = 0
+        pixels = np.asarray(image)
+    else:
+        pixels = np.asarray(image.crop((x0, y0, x1, y1)))
     # output pixel centre x + ½ is at left + (x + ½) × scale in the region, the pixel index that
     # minus ½, minus where the pixels start; edges repeat as Pillow clamps
     matrix = np.array(

@@ -114,13 +114,17 @@ class CropStore:
 
     Each crop is fetched once, decoded once and written once; a later run with the same cache
     folder fetches nothing. Beside each entry `<key>.jpg`, `<key>.sum` holds its size and CRC-32,
-    checked before the entry is reused. Without a cache folder, files live in a scratch folder.
+    checked before the entry is reused. Without a cache (`kept` false: a scratch folder, new and
+    removed by each run), entries are only written: nothing is looked up nor checksummed.
     """
 
-    def __init__(self, source: ImageSource, folder: Path, contrast: bool = False):
+    def __init__(
+        self, source: ImageSource, folder: Path, contrast: bool = False, kept: bool = True
+    ):
         self.source = source
         self.folder = Path(folder)
         self.contrast = contrast
+        self.kept = kept
         self.partials: set[Path] = set()  # being written: removed if the run is interrupted
         self.folders: set[Path] = set()  # cache sub-folders made by this run (one mkdir each)
 
@@ -138,6 +142,8 @@ class CropStore:
 
     def cached(self, request: CropRequest, frame: Frame) -> Path | None:
         """The final image if a previous run left a sound one in the cache."""
+        if not self.kept:
+            return None  # a scratch folder starts empty: an element's image is fetched once
         path = self.path(request, frame)
         try:
             expected = path.with_suffix(".sum").read_text()
@@ -183,9 +189,10 @@ class CropStore:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self.folders.add(path.parent)
             partial.write_bytes(content)
-            partial_sum.write_text(checksum(content))
-            # The checksum first: a stop between the renames leaves a mismatch, fetched again
-            partial_sum.replace(path.with_suffix(".sum"))
+            if self.kept:
+                partial_sum.write_text(checksum(content))
+                # The checksum first: a stop between the renames leaves a mismatch, fetched again
+                partial_sum.replace(path.with_suffix(".sum"))
             partial.replace(path)
         except BaseException as error:
             for leftover in (partial, partial_sum):
