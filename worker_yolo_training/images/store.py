@@ -238,7 +238,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         if image.mode == "F" and values.max() <= 1.0:
             peak = 1.0
         image = Image.fromarray(np.clip(values * (255.0 / peak), 0, 255).astype(np.uint8), "L")
-    return image.convert("RGB")
+    # `convert` copies an image already in RGB (a crop's 1.2 MB): not needed, nothing changes it
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def encode(image: Image.Image, frame: Frame, contrast: bool) -> bytes:
