@@ -22,11 +22,11 @@ from worker_yolo_training.images.request import DECODE_ERRORS, CropRequest, Imag
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
 # The largest local scan read (8 bits RGB: 6 GiB decoded); larger ones are reported as failed
 FOLDER_MAX_PIXELS = 1 << 31
-# A crop reduced by more than this (per side) is resampled with an antialiasing filter:
-# Pillow's bicubic (its `thumbnail`'s default); by at most this (a JPEG decoded at reduced
-# scale always is), with bilinear interpolation (`resample`)
-BILINEAR_MAX_REDUCTION = 2.0
+# How a crop of a scan at full resolution is brought to its size: Pillow's antialiased bicubic
+# (its `thumbnail`'s default). A JPEG scan decoded at reduced scale is interpolated bilinearly
+# (`resample`): it is then reduced by less than 2 per side, which this bound checks
 RESAMPLING = Image.Resampling.BICUBIC
+BILINEAR_MAX_REDUCTION = 2.0
 
 
 def open_scan(path: Path, max_pixels: int = FOLDER_MAX_PIXELS) -> Image.Image:
@@ -78,8 +78,8 @@ def drafted_region(
 ) -> Image.Image | None:
     """The region `box` of an opened JPEG at `size`, decoded at 1/2, 1/4 or 1/8 scale (Pillow's
     `draft`: libjpeg scales while decoding) when the region is still at least `size` at that
-    scale, then resampled from the region alone; None when the file cannot be decoded smaller
-    (another format, or a region not twice as large as `size`)."""
+    scale, then interpolated from the region alone (`resample`); None when the file cannot be
+    decoded smaller (another format, or a region not twice as large as `size`)."""
     left, top, right, bottom = box
     width, height = size
     if image.format != "JPEG" or (right - left, bottom - top) == size:
@@ -99,7 +99,8 @@ def drafted_region(
 
 
 def resample(image: Image.Image, box: tuple[float, ...], size: tuple[int, int]) -> Image.Image:
-    """The region `box` of `image` (edges in pixels, fractional ones included) at `size`.
+    """The region `box` of a scan decoded at reduced scale (edges in its pixels, fractional
+    ones included) at `size`.
 
     Reduced by at most `BILINEAR_MAX_REDUCTION` per side (8-bit gray or RGB): OpenCV's bilinear
     interpolation (`warpAffine`, the exact map from the output pixels to the region), what
@@ -193,7 +194,7 @@ class FolderSource:
                 if region is None:
                     region = crop(full, box)
                     if size != region.size:
-                        region = resample(region, (0, 0, *region.size), size)
+                        region = region.resize(size, RESAMPLING)
                 region.load()
                 return region
         except DECODE_ERRORS as error:
