@@ -4,7 +4,9 @@ the user's `advanced.training_kwargs` winning over each."""
 import math
 import time
 
+import numpy as np
 import pytest
+import shapely
 
 from worker_yolo_training.config import TrainingConfig
 from worker_yolo_training.core import Label, Mode
@@ -15,6 +17,7 @@ from worker_yolo_training.extract import (
     measure_elements,
     sizes_table,
 )
+from worker_yolo_training.extract.shape import INSIDE_SHARE
 
 
 def box(cx, cy, w, h) -> Label:
@@ -243,3 +246,61 @@ def test_objects_of_different_elements_are_never_nested():
         assert measured.nested == ({("text_line", "main_zone"): 1} if index % 2 else {})
         shape.add_shape("train", f"page{index}", measured)
     assert shape.nested == {("text_line", "main_zone"): 25}
+
+
+def random_convex_rings(rng, count: int) -> list[np.ndarray]:
+    """Triangles and convex quadrilaterals of every shape and size (in [0, 1]): thin slanted
+    lines, rectangles, and irregular ones, whose minimum-area rectangle is often tied between two
+    of their edges."""
+    rings = []
+    for index in range(count):
+        corners = 3 + index % 2
+        angles = np.sort(rng.uniform(0, 2 * np.pi, corners))
+        radii = rng.uniform(0.5, 1.5, corners) * 10 ** rng.uniform(-3, -1)
+        ring = np.stack(
+            [np.cos(angles) * radii * 10 ** rng.uniform(-2, 0), np.sin(angles) * radii], 1
+        )
+        turn = rng.uniform(0, np.pi)
+        ring = ring @ [[np.cos(turn), np.sin(turn)], [-np.sin(turn), np.cos(turn)]]
+        rings.append(ring + rng.uniform(0.2, 0.8, 2))
+    for index in range(count // 4):  # rectangles, some axis-aligned, some on a 1/1024 grid
+        x, y, width, height = (int(value) for value in rng.integers(1, 500, 4))
+        ring = np.array([[x, y], [x + width, y], [x + width, y + height], [x, y + height]]) / 1024
+        rings.append(ring[::-1] if index % 2 else ring)
+    return rings
+
+
+def test_object_sizes_fall_in_the_bins_of_geos_own_measure():
+    # Trivially simple rings are measured with numpy, not GEOS: each thickness must count in the
+    # histogram bin of GEOS's minimum rotated rectangle, each box be GEOS's, whatever the ties
+    rng = np.random.default_rng(5)
+    rings = random_convex_rings(rng, 4000)
+    objects = [("line", Label(tuple(ring.ravel().tolist()))) for ring in rings]
+    (measured,) = measure_elements(Mode.Segment, [(objects, (1000, 1000))])
+    shapes = shapely.polygons([shapely.linearrings(ring) for ring in rings])
+    rectangles = shapely.get_coordinates(shapely.minimum_rotated_rectangle(shapes)).reshape(
+        -1, 5, 2
+    )
+    sides = np.diff(rectangles[:, :3], axis=1)
+    geos = np.hypot(sides[..., 0], sides[..., 1]).min(axis=1)
+    ours, theirs = Histogram(), Histogram()
+    ours.add(measured.thickness)
+    theirs.add(geos)
+    assert (ours.counts == theirs.counts).all()
+    minx, miny, maxx, maxy = shapely.bounds(shapes).T
+    assert (measured.width == maxx - minx).all() and (measured.height == maxy - miny).all()
+
+
+@pytest.mark.parametrize("shift", [0.0, 1e-9, -1e-9, 1.0, -1.0])
+def test_an_object_at_the_nesting_share_is_told_as_geos_tells_it(shift):
+    # A 10×10 square about 90 % in a zone: at the share itself, GEOS's areas decide, not the
+    # estimate that rules out the other pairs
+    zone = square(0, 0, 500)
+    line = square(491 + shift, 100, 10)
+    shape = DatasetShape(Mode.Segment, ["zone", "line"])
+    shape.add_element("train", "page", [("zone", zone), ("line", line)], (1000, 1000))
+    inner, outer = (
+        shapely.Polygon(np.reshape(label.coordinates, (-1, 2))) for label in (line, zone)
+    )
+    inside = shapely.area(shapely.intersection(inner, outer)) >= INSIDE_SHARE * inner.area
+    assert shape.nested == ({("line", "zone"): 1} if inside else {})

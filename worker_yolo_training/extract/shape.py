@@ -8,7 +8,6 @@ object's size is its size as a fraction of its image's longest side, times `imag
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import chain
@@ -16,7 +15,14 @@ from itertools import chain
 import numpy as np
 import shapely
 
-from worker_yolo_training.core import Label, Mode, simple_rings
+from worker_yolo_training.core import Label, Mode
+from worker_yolo_training.extract.histogram import Histogram
+from worker_yolo_training.extract.outlines import (
+    Outlines,
+    geos_thickness,
+    short_sides,
+    simple_thickness,
+)
 
 # Under these an object is too thin to be learned reliably (a mask pixel is `mask_ratio` image
 # pixels, Ultralytics' default 4)
@@ -27,53 +33,6 @@ DEFAULT_MASK_RATIO = 4
 INSIDE_SHARE = 0.90
 PERCENTILES = (5, 50, 95)
 PENDING_VALUES = 16_384
-
-
-class Histogram:
-    """Counts of positive values in log-spaced bins (1/64 octave: ±1.1 %): percentiles and shares
-    in bounded memory (11 kB), whatever the number of values."""
-
-    BINS_PER_OCTAVE = 64
-    # Sizes as a fraction of an image's longest side: 2^-20 (under a pixel of a 1M px image) to 4
-    LOW_OCTAVE, HIGH_OCTAVE = -20, 2
-
-    def __init__(self) -> None:
-        self.counts = np.zeros((self.HIGH_OCTAVE - self.LOW_OCTAVE) * self.BINS_PER_OCTAVE, int)
-
-    @property
-    def total(self) -> int:
-        return int(self.counts.sum())
-
-    def add(self, values: np.ndarray) -> None:
-        """Count values (0 and below fall into the first bin, too large ones into the last)."""
-        with np.errstate(divide="ignore"):
-            position = (np.log2(np.asarray(values, float)) - self.LOW_OCTAVE) * self.BINS_PER_OCTAVE
-        index = np.clip(np.nan_to_num(position, nan=0, neginf=0), 0, len(self.counts) - 1)
-        self.counts += np.bincount(index.astype(int), minlength=len(self.counts))
-
-    def _edge(self, position: float) -> float:
-        return 2 ** (self.LOW_OCTAVE + position / self.BINS_PER_OCTAVE)
-
-    def quantile(self, share: float) -> float:
-        """The value under which `share` of the values lie (interpolated within its bin)."""
-        cumulative = np.cumsum(self.counts)
-        wanted = share * cumulative[-1]
-        index = int(np.searchsorted(cumulative, wanted))
-        before = cumulative[index - 1] if index else 0
-        within = (wanted - before) / self.counts[index] if self.counts[index] else 0
-        return self._edge(index + within)
-
-    def share_below(self, limit: float) -> float:
-        """The share of values under `limit` (interpolated within its bin)."""
-        total = self.total
-        if not total or limit <= 0:
-            return 0.0
-        position = (math.log2(limit) - self.LOW_OCTAVE) * self.BINS_PER_OCTAVE
-        index = min(max(int(position), 0), len(self.counts))
-        below = self.counts[:index].sum()
-        if index < len(self.counts):
-            below += self.counts[index] * min(max(position - index, 0), 1)
-        return float(below / total)
 
 
 @dataclass
@@ -130,27 +89,9 @@ class ObjectSizes:
         return figures
 
 
-def _polygons(points: np.ndarray, lengths: list[int]) -> np.ndarray:
-    """Shapely polygons of consecutive rings, repaired when invalid (a joined multi-part segment
-    touches itself along its cuts); trivially simple rings are not tested."""
-    sizes = np.array(lengths)
-    indices = np.repeat(np.arange(len(sizes)), sizes)
-    shapes = shapely.polygons(shapely.linearrings(points, indices=indices))
-    tested = np.flatnonzero(~simple_rings(points, np.cumsum(sizes) - sizes, sizes))
-    invalid = tested[~shapely.is_valid(shapes[tested])]
-    shapes[invalid] = shapely.make_valid(shapes[invalid])
-    return shapes
-
-
-def _short_sides(corners: np.ndarray) -> np.ndarray:
-    """The short side of rectangles given as (n, 4, 2) corners, in order."""
-    sides = np.diff(corners[:, :3], axis=1)
-    return np.hypot(sides[..., 0], sides[..., 1]).min(axis=1)
-
-
 def _measure(labels: list[Label], mode: Mode, scales: np.ndarray):
     """Thickness, width and height of labels, each scaled by its row of `scales` (x, y), and
-    their polygons (segment mode only, for the nesting check)."""
+    their outlines (segment mode only, for the nesting check)."""
     if mode is Mode.BBox:
         boxes = np.array([label.coordinates for label in labels]).reshape(-1, 2, 2)
         width, height = (boxes[:, 1] * scales).T
@@ -160,19 +101,15 @@ def _measure(labels: list[Label], mode: Mode, scales: np.ndarray):
     points = points.reshape(-1, 2) * np.repeat(scales, lengths, axis=0)
     if mode is Mode.OBB:
         corners = points.reshape(-1, 4, 2)
-        thickness = _short_sides(corners)
+        thickness = short_sides(corners)
         width, height = (corners.max(axis=1) - corners.min(axis=1)).T
         return thickness, width, height, None
-    shapes = _polygons(points, lengths)
-    rectangles = shapely.minimum_rotated_rectangle(shapes)
-    # a rectangle has 5 coordinates; what collapses to a line or a point has no thickness
-    full = shapely.get_num_coordinates(rectangles) == 5
-    thickness = np.zeros(len(shapes))
-    if full.any():
-        corners = shapely.get_coordinates(rectangles[full]).reshape(-1, 5, 2)[:, :4]
-        thickness[full] = _short_sides(corners)
-    minx, miny, maxx, maxy = shapely.bounds(shapes).T
-    return thickness, maxx - minx, maxy - miny, shapes
+    outlines = Outlines(points, lengths)
+    thickness = simple_thickness(outlines)
+    measured = np.flatnonzero(np.isnan(thickness))
+    thickness[measured] = geos_thickness(outlines.shapes_of(measured))
+    minx, miny, maxx, maxy = outlines.bounds().T
+    return thickness, maxx - minx, maxy - miny, outlines
 
 
 def _pairs_within(elements: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,24 +123,45 @@ def _pairs_within(elements: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray,
     return shapely.STRtree(boxes).query(boxes)
 
 
+def _candidates(
+    inner: np.ndarray, outer: np.ndarray, areas: np.ndarray, common: np.ndarray
+) -> np.ndarray:
+    """Which (inner, outer) pairs may be nested: the outer object at least as large, and the
+    overlap of their boxes (`common`) at least `INSIDE_SHARE` of the inner one's area."""
+    keep = (inner != outer) & (areas[outer] >= areas[inner]) & (areas[inner] > 0)
+    return keep & (common >= INSIDE_SHARE * areas[inner])
+
+
 def nested_pairs(
-    classes: list[str], shapes: np.ndarray, elements: np.ndarray
+    classes: list[str], outlines: Outlines, elements: np.ndarray
 ) -> list[tuple[int, str, str]]:
     """(element, inner class, outer class) for each object that lies inside an object of a class
     of the same element (`elements` numbers each object's element), once per class of container:
     at least `INSIDE_SHARE` of the inner object's area, the outer one being at least as large.
-    Boxes rule out most pairs before any geometry."""
-    areas = shapely.area(shapes)
-    bounds = shapely.bounds(shapes)
+    Boxes and areas rule out most pairs before any geometry: areas within their slack first,
+    then GEOS's for the pairs left."""
+    areas, slack = outlines.areas()
+    bounds = outlines.bounds()
     inner, outer = _pairs_within(elements, bounds)
     # Two boxes' overlap bounds their shapes' overlap: neighbours are ruled out without geometry
     low = np.maximum(bounds[inner, :2], bounds[outer, :2])
     high = np.minimum(bounds[inner, 2:], bounds[outer, 2:])
     boxes_common = np.prod(np.clip(high - low, 0, None), axis=1)
-    keep = (inner != outer) & (areas[outer] >= areas[inner]) & (areas[inner] > 0)
-    keep &= boxes_common >= INSIDE_SHARE * areas[inner]
+    # the largest areas GEOS may find for inner objects, the smallest for outer ones
+    keep = (inner != outer) & (areas[outer] + slack[outer] >= areas[inner] - slack[inner])
+    keep &= (areas[inner] + slack[inner] > 0) & (
+        boxes_common >= INSIDE_SHARE * (areas[inner] - slack[inner])
+    )
     if not keep.any():
         return []  # the common page: no geometry to compare
+    inner, outer, boxes_common = inner[keep], outer[keep], boxes_common[keep]
+    involved = np.union1d(inner, outer)
+    shapes = np.full(len(outlines), None, dtype=object)
+    shapes[involved] = outlines.shapes_of(involved)
+    areas[involved] = shapely.area(shapes[involved])
+    keep = _candidates(inner, outer, areas, boxes_common)
+    if not keep.any():
+        return []
     inner, outer = inner[keep], outer[keep]
     # Wholly covered (the common case) is cheap to tell; only the others need their intersection
     shapely.prepare(shapes)
@@ -248,11 +206,11 @@ def measure_elements(
     labels = [label for index in measured for _, label in elements[index][0]]
     sizes = np.array([elements[index][1] for index in measured], float)
     scales = np.repeat(sizes / sizes.max(axis=1, keepdims=True), counts, axis=0)
-    thickness, widths, heights, polygons = _measure(labels, mode, scales)
+    thickness, widths, heights, outlines = _measure(labels, mode, scales)
     numbers = np.repeat(np.arange(len(measured)), counts)
     nested = [Counter() for _ in measured]
-    if polygons is not None:
-        for number, inner, outer in nested_pairs(classes, polygons, numbers):
+    if outlines is not None:
+        for number, inner, outer in nested_pairs(classes, outlines, numbers):
             nested[number][inner, outer] += 1
     ends = np.cumsum(counts)
     for number, (index, start, end) in enumerate(zip(measured, ends - counts, ends, strict=True)):
