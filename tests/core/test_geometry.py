@@ -20,6 +20,7 @@ from worker_yolo_training.core import (
     object_label,
     object_labels,
     oriented_labels,
+    pages_labels,
     simple_rings,
 )
 from worker_yolo_training.images import orient
@@ -274,6 +275,32 @@ def test_a_page_of_well_formed_objects_gets_the_labels_of_the_one_by_one_path(
     for label, object_points, polygon in zip(together, points, polygons, strict=True):
         if isinstance(label, Label):
             assert [tuple(xy) for xy in object_points] == frame.orient_points(polygon)
+
+
+@pytest.mark.parametrize("mode", DETECTION_MODES)
+def test_pages_labelled_together_get_the_labels_of_each_page_alone(mode):
+    # A chunk's pages go through numpy and shapely together, each object in its own page's frame
+    # (size, rotation, mirror): the same labels and points as each page alone. A page with a
+    # malformed object, or none, does not change the others'.
+    rng = np.random.default_rng(11)
+    pages = []
+    for index in range(12):
+        width, height = (int(value) for value in rng.integers(50, 400, 2))
+        frame = Frame(
+            Box(int(rng.integers(0, 50)), 7, width, height), 90 * (index % 4), index % 3 == 0
+        )
+        polygons = [
+            rng.uniform(-20, 450, size=(int(rng.integers(3, 7)), 2)).tolist() for _ in range(15)
+        ]
+        polygons += [rect(10, 10, 30, 5), [[30, 30], [40, 30], [40, 40]]]
+        pages.append((polygons, frame))
+    pages[3] = ([*pages[3][0], "oops"], pages[3][1])
+    pages[5] = ([], pages[5][1])
+    together = pages_labels(pages, mode)
+    alone = [oriented_labels(polygons, frame, mode) for polygons, frame in pages]
+    assert together == alone
+    assert together[3][0][-1] is Skip.Malformed and together[5] == ([], [])
+    assert all(isinstance(label, Label) for label in together[0][0][-2:])
 
 
 def test_trivially_simple_rings_are_valid_polygons_with_an_area():

@@ -118,6 +118,31 @@ def test_worker_processes_build_the_same_samples_in_order(export, mode, classes)
         assert nested[("text_line", "zone")] == 25 * PAGES // 10
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_chunks_built_once_truth_is_no_longer_wanted_pack_none(export, processes):
+    # The writer says before each chunk whether truth objects are still wanted (at most 300
+    # training elements have theirs written): once not, the samples come without, the rest the same
+    database, dataset = export
+    config = parse_config({"class_names": ["text_line"], "mode": "segment", "image_size": 640})
+    spec = spec_for(config.mode)
+    asked = []
+
+    def wanted() -> bool:
+        asked.append(len(asked) < 3)
+        return asked[-1]
+
+    with open_export(database) as opened, SampleBuilder(spec, config, processes) as builder:
+        built = list(builder.build(spec.page_rows(opened, dataset, "train"), truth=wanted))
+    full = build(database, dataset, "segment", ["text_line"], processes)
+    samples = [sample for _, sample in built if not isinstance(sample, Skip)]
+    with_truth = sum(sample.truth is not None for sample in samples)
+    assert len(asked) > 3 and 0 < with_truth < len(samples)
+    assert all(sample.truth is None for sample in samples[with_truth:])
+    assert [value[:7] + value[8:] for value in comparable(built)] == [
+        value[:7] + value[8:] for value in comparable(full)
+    ]
+
+
 def test_warnings_of_worker_processes_are_logged_in_the_elements_order(export, caplog):
     database, dataset = export
     logged = {}
@@ -136,10 +161,11 @@ class WhereBuilt:
     """A layout that says which process built each element, and how its garbage collector was
     (automatic or not, objects frozen)."""
 
-    def build_sample(self, page, config):
+    def build_samples(self, pages, config):
         state = f"{gc.isenabled()} {gc.get_freeze_count()}"
-        logging.getLogger("tests.where").warning(f"{page.id} {os.getpid()} {state}")
-        return Skip.NoImage
+        for page in pages:
+            logging.getLogger("tests.where").warning(f"{page.id} {os.getpid()} {state}")
+        return [Skip.NoImage for _ in pages]
 
 
 def test_samples_are_built_in_other_processes_that_stop_with_the_builder(export, caplog):

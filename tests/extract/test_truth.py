@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 from tests.exports import ExportBuilder, rectangle
 from tests.helpers import run_local, write_config
 from worker_yolo_training.core import read_truths
+from worker_yolo_training.extract.truth import MAX_TRAIN_ELEMENTS
 
 
 def coloured_export(tmp_path):
@@ -63,3 +64,29 @@ def test_without_contrast_the_training_images_are_evaluated(tmp_path):
     record = json.loads((output / "dataset" / "truth" / "train.jsonl").read_text())
     assert record["image"].startswith("images/train/")
     assert not (output / "dataset" / "evaluation").exists()
+
+
+def test_the_train_truth_holds_the_first_written_elements_up_to_its_limit(tmp_path):
+    # Predicting on every training element would cost an epoch: the first MAX_TRAIN_ELEMENTS
+    # written ones (in element order) are kept; one whose image fails does not count
+    builder = ExportBuilder(tmp_path / "export.sqlite")
+    dataset = builder.dataset()
+    images = tmp_path / "images"
+    images.mkdir()
+    pages = []
+    for index in range(MAX_TRAIN_ELEMENTS + 7):  # the first in dev
+        image = builder.image(40, 30)
+        if index != 3:  # its image is missing: the element is dropped
+            Image.new("RGB", (40, 30), (index % 256, 90, 90)).save(images / f"{image.id}.jpg")
+        page = builder.element("page", rectangle(0, 0, 40, 30), image)
+        builder.element("text_line", rectangle(5, 5, 20, 10), image, parents=(page,))
+        builder.add_to_set(dataset, "train" if index else "dev", page)
+        pages.append((page, index))
+    builder.close()
+    config = write_config(tmp_path / "c.yml", class_names=["text_line"])
+    output = tmp_path / "out"
+    run_local(builder.path, config, output, "--images", images, "--no-cache")
+    written = [page for page, index in sorted(pages) if index not in (0, 3)]
+    truths = read_truths(output / "dataset", ["train"])["train"]
+    assert [element.element_id for element in truths] == written[:MAX_TRAIN_ELEMENTS]
+    assert all(element.objects for element in truths)

@@ -27,6 +27,7 @@ from worker_yolo_training.core.geometry import (
     object_label,
     object_labels,
     oriented_labels,
+    pages_labels,
     simple_rings,
 )
 from worker_yolo_training.core.inference import (
@@ -108,6 +109,7 @@ __all__ = [
     "object_labels",
     "oriented_labels",
     "output_lock",
+    "pages_labels",
     "partial_path",
     "printable",
     "read_truths",

@@ -129,10 +129,11 @@ def polygon_parts(geometry: BaseGeometry) -> list[Polygon]:
     return sorted((part for part in parts if part.area > 0), key=lambda p: p.area, reverse=True)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Label:
     """One object of one image: normalised coordinates, and how many parts its geometry had (a
-    self-intersecting polygon repaired, or a shape the crop edge cuts: several, all in the label)."""
+    self-intersecting polygon repaired, or a shape the crop edge cuts: several, all in the label).
+    Slots: one per object, made faster."""
 
     coordinates: tuple[float, ...]
     parts: int = 1
@@ -158,24 +159,56 @@ def oriented_labels(
     polygons: list[list], frame: Frame, mode: Mode
 ) -> tuple[list[Label | Skip], list[list | None]]:
     """Each object's label (see `object_labels`), and its points in the frame (`orient_points`;
-    None when they are not a list of [x, y] numbers).
+    None when they are not a list of [x, y] numbers)."""
+    return pages_labels([(polygons, frame)], mode)[0]
 
-    The objects of a page go through numpy and shapely together: per-call overhead dominates
-    small polygons. The common object, a valid polygon inside its crop, gets its label there
-    with the same arithmetic as `_label`; any other goes through `_label`.
+
+def pages_labels(
+    pages: list[tuple[list[list], Frame]], mode: Mode
+) -> list[tuple[list[Label | Skip], list[list | None]]]:
+    """`oriented_labels` of the objects of several pages, each in its frame.
+
+    The objects of all the pages whose objects are well formed go through numpy and shapely
+    together: per-call overhead dominates small polygons, and pages of a few dozen objects. The
+    common object, a valid polygon inside its crop, gets its label there with the same
+    arithmetic as `_label`; any other goes through `_label`. A page with an object that is not a
+    list of [x, y] finite numbers goes one object at a time.
     """
-    points = _page_points(polygons, frame)
-    if points is None:  # an object that is not a list of [x, y] finite numbers: one by one
-        oriented = [_oriented(points, frame) for points in polygons]
-        shapes = _polygons(oriented)
-        valid = shapely.is_valid(shapes)
-        areas = shapely.area(shapes)
-        labels = [
-            _label(*arguments, frame, mode)
-            for arguments in zip(oriented, shapes, valid, areas, strict=True)
-        ]
-        return labels, oriented
-    return _page_labels(points, [len(polygon) for polygon in polygons], frame, mode)
+    results: list = [None] * len(pages)
+    together = []  # (page index, its points in its frame)
+    for index, (polygons, frame) in enumerate(pages):
+        points = _page_points(polygons, frame)
+        if points is not None:
+            together.append((index, points))
+        elif not polygons:
+            results[index] = [], []
+        else:
+            results[index] = _one_by_one(polygons, frame, mode)
+    if together:
+        chosen = [pages[index] for index, _ in together]
+        labelled = _pages_labels(
+            np.concatenate([points for _, points in together]),
+            [[len(polygon) for polygon in polygons] for polygons, _ in chosen],
+            [frame for _, frame in chosen],
+            mode,
+        )
+        for (index, _), result in zip(together, labelled, strict=True):
+            results[index] = result
+    return results
+
+
+def _one_by_one(
+    polygons: list[list], frame: Frame, mode: Mode
+) -> tuple[list[Label | Skip], list[list | None]]:
+    oriented = [_oriented(points, frame) for points in polygons]
+    shapes = _polygons(oriented)
+    valid = shapely.is_valid(shapes)
+    areas = shapely.area(shapes)
+    labels = [
+        _label(*arguments, frame, mode)
+        for arguments in zip(oriented, shapes, valid, areas, strict=True)
+    ]
+    return labels, oriented
 
 
 def _page_points(polygons: list[list], frame: Frame) -> np.ndarray | None:
@@ -201,17 +234,23 @@ def _page_points(polygons: list[list], frame: Frame) -> np.ndarray | None:
     return oriented if np.isfinite(oriented).all() else None
 
 
-def _page_labels(
-    points: np.ndarray, lengths: list[int], frame: Frame, mode: Mode
-) -> tuple[list[Label | Skip], list[list]]:
-    """`oriented_labels` of objects whose points are all well formed, in the frame. Shapely
-    builds and tests only the objects that are not trivially simple (`simple_rings`) or not
-    inside the frame, and in obb mode those whose rectangle it computes."""
-    sizes = np.array(lengths)
+def _pages_labels(
+    points: np.ndarray, lengths: list[list[int]], frames: list[Frame], mode: Mode
+) -> list[tuple[list[Label | Skip], list[list]]]:
+    """`pages_labels` of pages whose objects' points are all well formed: `points` in their
+    frames, page after page; `lengths`, each page's objects' numbers of points. Shapely builds
+    and tests only the objects that are not trivially simple (`simple_rings`) or not inside their
+    frame, and in obb mode those whose rectangle it computes. Each value is computed as for its
+    page alone (each frame's width and height repeated per object and per point)."""
+    counts = [len(page) for page in lengths]
+    sizes = np.array([length for page in lengths for length in page], dtype=int)
     starts = np.cumsum(sizes) - sizes
     ends = starts + sizes
-    width, height = frame.size
+    page_of = np.repeat(np.arange(len(frames)), counts)
+    frame_sizes = np.array([frame.size for frame in frames], dtype=float)[page_of]  # per object
+    point_sizes = np.repeat(frame_sizes, sizes, axis=0)
     x, y = points.T
+    width, height = point_sizes.T
     in_frame = (x >= 0) & (x <= width) & (y >= 0) & (y <= height)
     inside = np.logical_and.reduceat(in_frame, starts)
     # a trivially simple polygon is valid and of positive area: `inside & valid & area > 0`
@@ -228,8 +267,8 @@ def _page_labels(
         areas[shaped] = shapely.area(shapes[shaped])
         common[shaped] &= valid[shaped] & (areas[shaped] > 0)
     # `_normalise`: the clamp only turns -0.0 into 0.0 inside the frame (0.0 + -0.0 is 0.0)
-    scaled = np.clip(points / (width, height), 0.0, 1.0) + 0.0
-    # numpy to Python once per page: slicing Python lists per object is cheaper
+    scaled = np.clip(points / point_sizes, 0.0, 1.0) + 0.0
+    # numpy to Python once: slicing Python lists per object is cheaper
     spans = list(zip(starts.tolist(), ends.tolist(), strict=True))
     if mode is Mode.Segment:
         # a closing point repeating the first one is not written
@@ -243,30 +282,37 @@ def _page_labels(
         low = np.stack([np.minimum.reduceat(x, starts), np.minimum.reduceat(y, starts)], 1)
         high = np.stack([np.maximum.reduceat(x, starts), np.maximum.reduceat(y, starts)], 1)
         boxes = np.concatenate([(low + high) / 2, high - low], axis=1)
-        boxes /= (width, height, width, height)
+        boxes /= np.tile(frame_sizes, 2)
         values = (np.clip(boxes, 0.0, 1.0) + 0.0).tolist()
     else:
-        values = [None] * len(lengths)
+        values = [None] * len(sizes)
         rectangles = shapely.minimum_rotated_rectangle(shapes[common])
         full = shapely.get_num_coordinates(rectangles) == 5
         corners = shapely.get_coordinates(rectangles[full]).reshape(-1, 5, 2)[:, :4]
-        corners = np.clip(corners / (width, height), 0.0, 1.0) + 0.0
-        for index, rectangle in zip(np.flatnonzero(common)[full], corners.tolist(), strict=True):
+        drawn = np.flatnonzero(common)[full]
+        corners = np.clip(corners / frame_sizes[drawn, None], 0.0, 1.0) + 0.0
+        for index, rectangle in zip(drawn, corners.tolist(), strict=True):
             values[index] = [value for corner in rectangle for value in corner]
         common[np.flatnonzero(common)[~full]] = False
     # (x, y) tuples from one flat list: `tolist` of an (n, 2) array makes a list per point
     coordinates = points.ravel().tolist()
     rows = list(zip(coordinates[0::2], coordinates[1::2], strict=True))
     oriented = [rows[start:end] for start, end in spans]
+    object_frames = [frames[page] for page in page_of.tolist()]
     labels = [
         Label(tuple(value))
         if is_common
         else _label(object_points, shape, is_valid, area, frame, mode)
-        for value, is_common, object_points, shape, is_valid, area in zip(
-            values, common.tolist(), oriented, shapes, valid.tolist(), areas.tolist(), strict=True
+        for value, is_common, object_points, shape, is_valid, area, frame in zip(
+            values, common.tolist(), oriented, shapes, valid.tolist(), areas.tolist(),
+            object_frames, strict=True,
         )
+    ]  # fmt: skip
+    ends_of_pages = np.cumsum(counts).tolist()
+    return [
+        (labels[end - count : end], oriented[end - count : end])
+        for count, end in zip(counts, ends_of_pages, strict=True)
     ]
-    return labels, oriented
 
 
 # A corner turns clearly when the sine of its angle is above this: far above rounding errors

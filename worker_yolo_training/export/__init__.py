@@ -8,6 +8,7 @@ from worker_yolo_training.export.file import (
     check_export_file,
 )
 from worker_yolo_training.export.reader import (
+    Child,
     ClassificationInfo,
     DatasetInfo,
     Export,
@@ -31,6 +32,7 @@ from worker_yolo_training.export.sets import (
 __all__ = [
     "SPLIT_OF_SET",
     "SUPPORTED_EXPORT_VERSIONS",
+    "Child",
     "ClassSource",
     "ClassificationInfo",
     "DatasetInfo",

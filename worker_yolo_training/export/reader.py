@@ -58,9 +58,10 @@ class DatasetInfo:
     sets: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Child:
-    """A descendant of a dataset element, as stored in the export."""
+    """A descendant of a dataset element, as stored in the export (slots: a page makes one per
+    descendant, and a frozen dataclass sets each field through `object.__setattr__`)."""
 
     id: str
     type: str
@@ -214,12 +215,13 @@ class _Groups:
         self.pending = next(self.groups, None)
 
     def take(self, element_id: str) -> list[tuple]:
-        """The rows of `element_id` without their first value; earlier elements' rows skipped."""
+        """The rows of `element_id`, as they are (the element id first: cutting it off row by
+        row cost the main process more than sending it); earlier elements' rows skipped."""
         while self.pending is not None and self.pending[0] < element_id:
             self.pending = next(self.groups, None)
         if self.pending is None or self.pending[0] != element_id:
             return []
-        group = [row[1:] for row in self.pending[1]]
+        group = list(self.pending[1])
         self.pending = next(self.groups, None)
         return group
 
@@ -320,7 +322,8 @@ def page_defect(page: Page) -> tuple[Skip, str] | None:
     return None
 
 
-# A dataset element's row, its descendants' rows, its classifications' rows (`iter_page_rows`)
+# A dataset element's row, its descendants' rows, its classifications' rows (`iter_page_rows`),
+# each of the latter two starting with the dataset element's id
 PageRows = tuple[tuple, list[tuple], list[tuple]]
 
 
@@ -339,9 +342,9 @@ def page_of(rows: PageRows) -> Page:
         image=ImageInfo(image_id, url, width, height, version or 2) if image_id else None,
         children=[
             Child(child_id, child_type, child_image, _polygon(child_polygon), worker_run)
-            for child_id, child_type, child_image, child_polygon, worker_run in children
+            for _, child_id, child_type, child_image, child_polygon, worker_run in children
         ],
-        classifications=[ClassificationInfo(*values) for values in classifications],
+        classifications=[ClassificationInfo(*values[1:]) for values in classifications],
     )
 
 

@@ -17,7 +17,7 @@ import multiprocessing
 import os
 import signal
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
@@ -80,11 +80,13 @@ def build_chunk(
     config: TrainingConfig,
     chunk: list[PageRows],
     labels: LabelFiles | None = None,
+    truth: bool = True,
 ) -> list[Built]:
-    """Each element's sample, packed, or why it has none; with `labels`, their label files."""
+    """Each element's sample, packed (with its truth objects when `truth`), or why it has none;
+    with `labels`, their label files."""
     pages = [page_of(rows) for rows in chunk]
-    built = [layout.build_sample(page, config) for page in pages]
-    packed = pack_samples(config.mode, [s for s in built if not isinstance(s, Skip)])
+    built = layout.build_samples(pages, config)
+    packed = pack_samples(config.mode, [s for s in built if not isinstance(s, Skip)], truth)
     if labels is not None:
         write_labels(layout, labels, packed)
     samples = iter(packed)
@@ -130,6 +132,7 @@ def _build_logged(
     config: TrainingConfig,
     chunk: list[PageRows],
     labels: LabelFiles | None,
+    truth: bool,
 ) -> tuple[list[Built], list[logging.LogRecord]]:
     """`build_chunk` in a worker process, with what it logged.
 
@@ -141,7 +144,7 @@ def _build_logged(
     handlers, root.handlers = root.handlers, [_Records()]
     gc.disable()
     try:
-        return build_chunk(layout, config, chunk, labels), root.handlers[0].records
+        return build_chunk(layout, config, chunk, labels, truth), root.handlers[0].records
     finally:
         gc.enable()
         root.handlers = handlers
@@ -185,16 +188,23 @@ class SampleBuilder:
             pool.terminate()
         pool.join()
 
-    def build(self, pages: Iterable[PageRows], labels: LabelFiles | None = None) -> Iterator[Built]:
+    def build(
+        self,
+        pages: Iterable[PageRows],
+        labels: LabelFiles | None = None,
+        truth: Callable[[], bool] = lambda: True,
+    ) -> Iterator[Built]:
         """Each element's sample (or why it has none), in the order of `pages`; with `labels`,
-        each sample's label file is written before the sample comes."""
+        each sample's label file is written before the sample comes. `truth` is asked before
+        each chunk is built whether its samples' truth objects are still wanted: they cost as
+        much as their labels, and most training elements' are not written."""
         if self.pool is None:
             for chunk in chunks(pages):
-                yield from build_chunk(self.layout, self.config, chunk, labels)
+                yield from build_chunk(self.layout, self.config, chunk, labels, truth())
             return
         window: deque[AsyncResult] = deque()
         for chunk in chunks(pages):
-            task = (self.layout, self.config, chunk, labels)
+            task = (self.layout, self.config, chunk, labels, truth())
             window.append(self.pool.apply_async(_build_logged, task))
             if len(window) >= AHEAD * self.processes:
                 yield from _replayed(window.popleft().get())

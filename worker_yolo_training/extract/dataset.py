@@ -23,8 +23,9 @@ logger = logging.getLogger(__name__)
 class DatasetFormat(Protocol):
     """What a mode decides of the dataset: an element's sample, and where it goes on disk."""
 
-    def build_sample(self, page: Page, config: TrainingConfig) -> Sample | Skip:
-        """A dataset element's sample, or why it has none."""
+    def build_samples(self, pages: Sequence[Page], config: TrainingConfig) -> list[Sample | Skip]:
+        """Each dataset element's sample, or why it has none (elements built together: numpy's
+        and shapely's per-call costs are shared)."""
 
     def prepare_split(self, root: Path, split: str) -> None:
         """Create a split's folders under the dataset root."""

@@ -48,8 +48,8 @@ class Sample:
 @dataclass(frozen=True)
 class PackedSample:
     """A sample as the writer takes it: measured (`shape`), its truth objects as JSON
-    (`core.truth_objects`), no Python object per object, so that it comes back cheaply from the
-    process that built it."""
+    (`core.truth_objects`; None when they were not wanted), no Python object per object, so that
+    it comes back cheaply from the process that built it."""
 
     element_id: str
     frame: Frame
@@ -59,11 +59,12 @@ class PackedSample:
     skipped: Counter
     several_parts: int
     shape: ElementShape
-    truth: str
+    truth: str | None
 
 
-def pack_samples(mode: Mode, samples: list[Sample]) -> list[PackedSample]:
-    """Samples packed, their objects measured together (`measure_elements`)."""
+def pack_samples(mode: Mode, samples: list[Sample], truth: bool = True) -> list[PackedSample]:
+    """Samples packed, their objects measured together (`measure_elements`); their truth
+    objects as JSON only when wanted (`truth`)."""
     shapes = measure_elements(
         mode,
         [(sample.labelled, (sample.request.width, sample.request.height)) for sample in samples],
@@ -78,7 +79,7 @@ def pack_samples(mode: Mode, samples: list[Sample]) -> list[PackedSample]:
             sample.skipped,
             sample.several_parts,
             shape,
-            truth_objects(sample.truth),
+            truth_objects(sample.truth) if truth else None,
         )
         for sample, shape in zip(samples, shapes, strict=True)
     ]

@@ -29,10 +29,17 @@ class TruthWriter:
         self.files: dict[str, IO[str]] = {}
         self.counts: dict[str, int] = {}
 
+    def wanted(self, split: str) -> bool:
+        """Whether elements of `split` may still be written: once not, never again (what is built
+        from then on needs no truth objects)."""
+        return split != "train" or self.counts.get(split, 0) < MAX_TRAIN_ELEMENTS
+
     def add(self, split: str, sample: PackedSample, image: Path) -> None:
         """One element of `split`, whose training image is `image`."""
-        if split == "train" and self.counts.get(split, 0) >= MAX_TRAIN_ELEMENTS:
+        if not self.wanted(split):
             return
+        if sample.truth is None:
+            raise ValueError(f"Element {sample.element_id} was built without its truth objects")
         if self.plain_store is not None:
             image = self._plain_image(split, sample, image.name)
             if image is None:

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -140,7 +141,8 @@ class DatasetWriter:
     def _samples(self, split: str, pages: Iterable[PageRows]) -> Iterator[PackedSample]:
         report = self.reports[split]
         labels = LabelFiles(self.root, split, self.previous)
-        for element_id, sample in self.builder.build(pages, labels):
+        wanted = partial(self.truths.wanted, split)
+        for element_id, sample in self.builder.build(pages, labels, wanted):
             report.elements += 1
             if isinstance(sample, Skip):
                 report.skipped[sample] += 1

@@ -163,6 +163,9 @@ class Classification:
     ) -> None:
         check_split_classes(split_classes(config, sets, exports), config.class_names)
 
+    def build_samples(self, pages: Sequence[Page], config: TrainingConfig) -> list[Sample | Skip]:
+        return [self.build_sample(page, config) for page in pages]
+
     def build_sample(self, page: Page, config: TrainingConfig) -> Sample | Skip:
         """The element's class (its index as label), or why it has none; then its crop."""
         chosen = choose_class(page.classifications, config.class_names, config.worker_runs)

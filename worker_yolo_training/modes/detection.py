@@ -18,12 +18,13 @@ from arkindex_worker.models import DatasetSet
 from worker_yolo_training.config import MANUAL, TrainingConfig
 from worker_yolo_training.core import (
     DEFAULT_THRESHOLD,
+    Frame,
     InferenceSettings,
     Label,
     Mode,
     Skip,
     label_line,
-    oriented_labels,
+    pages_labels,
     read_truths,
     safe_name,
     segmenter_configuration,
@@ -36,12 +37,55 @@ from worker_yolo_training.evaluate import (
     metrics_table,
     split_metrics,
 )
-from worker_yolo_training.export import Export, Page, PageRows
+from worker_yolo_training.export import Child, Export, Page, PageRows
 from worker_yolo_training.extract import PackedSample, Sample, element_crop
+from worker_yolo_training.images import CropRequest
 from worker_yolo_training.modes.base import Trained
 from worker_yolo_training.train import Architecture
 
 DATA_FILE = "data.yaml"
+
+
+def kept_children(page: Page, config: TrainingConfig) -> tuple[list[Child], Counter]:
+    """The descendants of a dataset element that become objects, and how many of the others
+    were left out, per reason."""
+    skipped, kept = Counter(), []
+    class_names = set(config.class_names)
+    for child in page.children:
+        if child.type not in class_names:
+            skipped[Skip.OtherType] += 1
+        elif config.worker_runs and (child.worker_run_id or MANUAL) not in config.worker_runs:
+            skipped[Skip.WorkerRunFiltered] += 1
+        elif child.image_id != page.image.id:
+            skipped[Skip.OtherImage] += 1
+        else:
+            kept.append(child)
+    return kept, skipped
+
+
+def sample(
+    page: Page,
+    crop: tuple[Frame, CropRequest],
+    kept: list[Child],
+    skipped: Counter,
+    labels: list[Label | Skip],
+    points: list[list],
+    config: TrainingConfig,
+) -> Sample:
+    """A dataset element's sample from its kept descendants' labels and points in its frame."""
+    frame, request = crop
+    lines, objects, labelled, truth = [], Counter(), [], []
+    class_index = {name: index for index, name in enumerate(config.class_names)}
+    for child, label, oriented in zip(kept, labels, points, strict=True):
+        if not isinstance(label, Label):
+            skipped[label] += 1
+            continue
+        lines.append(label_line(class_index[child.type], label))
+        labelled.append((child.type, label))
+        truth.append((child.type, oriented))
+    objects.update(name for name, _ in labelled)
+    label_text = "".join(f"{line}\n" for line in lines)
+    return Sample(page, frame, request, label_text, objects, +skipped, labelled, truth)
 
 
 @dataclass(frozen=True)
@@ -74,33 +118,25 @@ class Detection:
     def build_sample(self, page: Page, config: TrainingConfig) -> Sample | Skip:
         """Labels of a dataset element in its oriented crop, and every object left out with
         its reason."""
-        crop = element_crop(page, config.image_size)
-        if isinstance(crop, Skip):
-            return crop
-        frame, request = crop
-        lines, objects, skipped, labelled, truth = [], Counter(), Counter(), [], []
-        class_index = {name: index for index, name in enumerate(config.class_names)}
-        kept = []
-        for child in page.children:
-            if child.type not in class_index:
-                skipped[Skip.OtherType] += 1
-            elif config.worker_runs and (child.worker_run_id or MANUAL) not in config.worker_runs:
-                skipped[Skip.WorkerRunFiltered] += 1
-            elif child.image_id != page.image.id:
-                skipped[Skip.OtherImage] += 1
-            else:
-                kept.append(child)
-        labels, points = oriented_labels([child.polygon for child in kept], frame, config.mode)
-        for child, label, oriented in zip(kept, labels, points, strict=True):
-            if not isinstance(label, Label):
-                skipped[label] += 1
-                continue
-            lines.append(label_line(class_index[child.type], label))
-            labelled.append((child.type, label))
-            truth.append((child.type, oriented))
-        objects.update(name for name, _ in labelled)
-        label_text = "".join(f"{line}\n" for line in lines)
-        return Sample(page, frame, request, label_text, objects, +skipped, labelled, truth)
+        return self.build_samples([page], config)[0]
+
+    def build_samples(self, pages: Sequence[Page], config: TrainingConfig) -> list[Sample | Skip]:
+        """`build_sample` of each element, their objects' geometry computed together."""
+        crops = [element_crop(page, config.image_size) for page in pages]
+        chosen = [
+            (page, crop, *kept_children(page, config))
+            for page, crop in zip(pages, crops, strict=True)
+            if not isinstance(crop, Skip)
+        ]
+        geometry = pages_labels(
+            [([child.polygon for child in kept], frame) for _, (frame, _), kept, _ in chosen],
+            config.mode,
+        )
+        built = iter(
+            sample(page, crop, kept, skipped, labels, points, config)
+            for (page, crop, kept, skipped), (labels, points) in zip(chosen, geometry, strict=True)
+        )
+        return [crop if isinstance(crop, Skip) else next(built) for crop in crops]
 
     def prepare_split(self, root: Path, split: str) -> None:
         for folder in ("images", "labels"):
