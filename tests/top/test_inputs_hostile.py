@@ -4,6 +4,7 @@ was reproduced on main first (a traceback, a silent wrong result, or minutes of 
 
 import logging
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -23,6 +24,7 @@ from worker_yolo_training.export import (
     ExportError,
     check_export_file,
     open_export,
+    reader,
 )
 from worker_yolo_training.modes import spec_for
 
@@ -389,3 +391,46 @@ def test_cli_missing_configuration_file_exits_2(tmp_path, built):
     assert process.returncode == 2
     assert f"{tmp_path / 'missing.yml'}: cannot read the configuration file" in process.stderr
     assert "Traceback" not in process.stderr
+
+
+def descendants_export(path, lines: int = 3000, pages: int = 2):
+    """Pages and their lines, whose rows (written last) fill the end of the file."""
+    builder = ExportBuilder(path)
+    dataset = builder.dataset()
+    image = builder.image(1000, 1000)
+    pages = [builder.element("page", rectangle(0, 0, 500, 500), image) for _ in range(pages)]
+    for index in range(lines):
+        polygon = rectangle(index % 400, 10, 50, 10)
+        parent = pages[index % len(pages)]
+        builder.element("text_line", polygon, image, parents=(parent,), name="l" * 200)
+    for page in pages:
+        builder.add_to_set(dataset, "train", page)
+    builder.close()
+    return dataset
+
+
+def test_damage_met_by_the_thread_reading_descendants_is_an_export_error(tmp_path):
+    # Descendants are read ahead by another thread on its own connection: what it meets is
+    # raised where the pages are read
+    path = tmp_path / "export.sqlite"
+    dataset = descendants_export(path)
+    data = bytearray(path.read_bytes())
+    data[-40960:] = b"\xff" * 40960
+    path.write_bytes(bytes(data))
+    with pytest.raises(ExportError, match=f"Export {path} is damaged"), open_export(path) as opened:
+        list(opened.iter_pages(dataset, "train"))
+
+
+def test_pages_left_unread_leave_no_thread_reading(tmp_path, monkeypatch):
+    # More rows than the reading thread may hold ahead: it waits for the reader, which stops
+    monkeypatch.setattr(reader, "READ_AHEAD_ROWS", 16)
+    path = tmp_path / "export.sqlite"
+    dataset = descendants_export(path, lines=1200, pages=4)
+    before = threading.active_count()
+    with open_export(path) as opened:
+        rows = opened.iter_page_rows(dataset, "train")
+        assert len(next(rows)[1]) == 300
+        time.sleep(0.2)
+        assert threading.active_count() == before + 1  # waiting to hand over more
+        rows.close()
+        assert threading.active_count() == before
