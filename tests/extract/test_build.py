@@ -7,6 +7,8 @@ import gc
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -257,3 +259,43 @@ def test_classification_has_no_label_files(export, tmp_path):
     built = build(database, dataset, "classify", ["text", "illustrated"], 2, labels)
     assert any(not isinstance(sample, Skip) for _, sample in built)
     assert list(tmp_path.iterdir()) == []
+
+
+class SlowToSend:
+    """A value that takes a while to pickle, into more than a pipe holds."""
+
+    def __reduce__(self):
+        time.sleep(0.5)
+        return bytes, (b"x" * 1_000_000,)
+
+
+class SlowToReceive:
+    """A value that keeps the worker process that unpickles it busy for a while."""
+
+    def __reduce__(self):
+        return time.sleep, (2.0,)
+
+
+def test_stopping_while_a_large_chunk_is_being_sent_returns():
+    # Both workers busy, the thread that sends chunks pickling a large one: `Pool.terminate`
+    # stops the workers, then waits for that thread, which then writes the chunk to a pipe
+    # nobody reads any more, for ever. The stop must return all the same.
+    config = parse_config({"class_names": ["text_line"], "mode": "segment"})
+
+    def pages():
+        for size in (FIRST_CHUNK_ROWS, 2 * FIRST_CHUNK_ROWS):  # one chunk for each worker
+            yield ("busy",), [(SlowToReceive(),), *[("row",)] * size], []
+        yield ("large",), [(SlowToSend(),), *[("row",)] * 4 * FIRST_CHUNK_ROWS], []
+        time.sleep(0.2)
+        raise KeyboardInterrupt  # while the third chunk is being pickled
+
+    def stop() -> None:
+        builder = SampleBuilder(spec_for(Mode.Segment), config, 2)
+        with pytest.raises(KeyboardInterrupt), builder:
+            list(builder.build(pages()))
+
+    stopping = threading.Thread(target=stop, daemon=True)
+    stopping.start()
+    stopping.join(30)  # a liveness bound, not a timing: the stop must return
+    assert not stopping.is_alive()
+    assert not multiprocessing.active_children()

@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ CHUNK_ELEMENTS = 256
 FIRST_CHUNK_ROWS = 256
 # Chunks in flight per worker process: one being built, one waiting
 AHEAD = 2
+# Seconds a stopping pool is given (`terminate`)
+TERMINATE_WAIT = 2.0
 
 # (dataset element id, its sample or why it has none)
 Built = tuple[str, PackedSample | Skip]
@@ -160,6 +163,22 @@ def _start_worker() -> None:
     gc.freeze()
 
 
+def terminate(pool: Pool) -> None:
+    """Stop the worker processes at once. `Pool.terminate` stops them, then waits for its
+    thread that sends chunks: when that thread was pickling a chunk as the pool began to stop,
+    it then writes it to a pipe that nobody reads any more (a chunk is larger than a pipe
+    holds) and waits forever. It is given `TERMINATE_WAIT` seconds, then left behind (a
+    daemon thread, blocked), so that a stopped run never hangs."""
+    stopping = threading.Thread(target=_terminated, args=(pool,), name="pool-stop", daemon=True)
+    stopping.start()
+    stopping.join(TERMINATE_WAIT)
+
+
+def _terminated(pool: Pool) -> None:
+    pool.terminate()
+    pool.join()
+
+
 class SampleBuilder:
     """Builds samples by chunks, in `processes` worker processes (a context manager: they start
     on entry and stop on exit, at once when leaving on an error or an interruption), or in this
@@ -184,9 +203,9 @@ class SampleBuilder:
             return
         if error_type is None:
             pool.close()
+            pool.join()
         else:
-            pool.terminate()
-        pool.join()
+            terminate(pool)
 
     def build(
         self,
