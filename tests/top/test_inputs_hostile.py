@@ -24,8 +24,8 @@ from worker_yolo_training.export import (
     ExportError,
     check_export_file,
     open_export,
-    reader,
 )
+from worker_yolo_training.export import rows as export_rows
 from worker_yolo_training.modes import spec_for
 
 CONFIG = TrainingConfig(class_names=("text_line",), image_size=320)
@@ -423,7 +423,7 @@ def test_damage_met_by_the_thread_reading_descendants_is_an_export_error(tmp_pat
 
 def test_pages_left_unread_leave_no_thread_reading(tmp_path, monkeypatch):
     # More rows than the reading thread may hold ahead: it waits for the reader, which stops
-    monkeypatch.setattr(reader, "READ_AHEAD_ROWS", 16)
+    monkeypatch.setattr(export_rows, "READ_AHEAD_ROWS", 16)
     path = tmp_path / "export.sqlite"
     dataset = descendants_export(path, lines=1200, pages=4)
     before = threading.active_count()

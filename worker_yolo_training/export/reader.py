@@ -8,19 +8,16 @@ and its objects are in memory at a time.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
 import math
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from operator import itemgetter
 from pathlib import Path
-from queue import Empty, Queue
 from typing import Any
 
 from arkindex_export import (
@@ -38,14 +35,11 @@ from peewee import JOIN, DatabaseError, fn
 
 from worker_yolo_training.core import Skip, printable
 from worker_yolo_training.export.file import ExportError, check_export_file
+from worker_yolo_training.export.rows import read_ahead
 
 logger = logging.getLogger(__name__)
 
 SHOWN_CHARACTERS = 80
-# Descendants' rows read ahead by another thread: batches of this many rows, at most this many
-# batches waiting
-READ_AHEAD_ROWS = 1024
-READ_AHEAD_BATCHES = 8
 
 
 @dataclass(frozen=True)
@@ -234,40 +228,6 @@ class _Groups:
         return group
 
 
-def _read_ahead(statement: Callable[[], Iterable[tuple]]) -> Iterator[tuple]:
-    """The rows of a statement run and stepped in another thread, on its own connection (closed
-    at the end), in order: SQLite leaves the interpreter to other threads while it steps, so
-    the rows are read while this thread uses them. An error there is raised here."""
-    rows: Queue = Queue(READ_AHEAD_BATCHES)
-    stop = threading.Event()
-
-    def read() -> None:
-        try:
-            cursor = statement()
-            while not stop.is_set():
-                batch = cursor.fetchmany(READ_AHEAD_ROWS)
-                rows.put(batch)
-                if not batch:
-                    break
-        except BaseException as error:  # raised in the reading thread
-            rows.put(error)
-        finally:
-            export_database.close()
-
-    reader = threading.Thread(target=read, name="export-rows", daemon=True)
-    reader.start()
-    try:
-        while batch := rows.get():
-            if isinstance(batch, BaseException):
-                raise batch
-            yield from batch
-    finally:
-        stop.set()
-        while reader.is_alive():  # a reader waiting to put a batch is let through
-            with contextlib.suppress(Empty):
-                rows.get(timeout=0.05)
-
-
 class NotJSON(str):
     """Polygon text of the export that is not JSON, kept for the report."""
 
@@ -444,7 +404,7 @@ class Export:
         """`iter_pages` as the export's rows, not yet read into values (`page_of` reads them):
         plain tuples, cheap to send to another process."""
         descendants = _Groups(
-            _read_ahead(partial(_descendants, dataset_id, set_name)) if children else iter(())
+            read_ahead(partial(_descendants, dataset_id, set_name)) if children else iter(())
         )
         labels = _Groups(_classifications(dataset_id, set_name) if classifications else iter(()))
         previous_id = None
