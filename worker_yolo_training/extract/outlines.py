@@ -3,6 +3,8 @@ triangles or convex quadrilaterals, whose minimum-area rectangle lies along one 
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 import shapely
 
@@ -51,6 +53,7 @@ class Outlines:
             self.made[missing] = True
         return self.shapes[indices]
 
+    @cached_property
     def bounds(self) -> np.ndarray:
         """(minx, miny, maxx, maxy) of each object: a simple ring's are its points' (as GEOS
         computes them), the others' GEOS's."""

@@ -108,7 +108,7 @@ def _measure(labels: list[Label], mode: Mode, scales: np.ndarray):
     thickness = simple_thickness(outlines)
     measured = np.flatnonzero(np.isnan(thickness))
     thickness[measured] = geos_thickness(outlines.shapes_of(measured))
-    minx, miny, maxx, maxy = outlines.bounds().T
+    minx, miny, maxx, maxy = outlines.bounds.T
     return thickness, maxx - minx, maxy - miny, outlines
 
 
@@ -124,12 +124,17 @@ def _pairs_within(elements: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray,
 
 
 def _candidates(
-    inner: np.ndarray, outer: np.ndarray, areas: np.ndarray, common: np.ndarray
+    inner: np.ndarray,
+    outer: np.ndarray,
+    smallest: np.ndarray,
+    largest: np.ndarray,
+    common: np.ndarray,
 ) -> np.ndarray:
-    """Which (inner, outer) pairs may be nested: the outer object at least as large, and the
-    overlap of their boxes (`common`) at least `INSIDE_SHARE` of the inner one's area."""
-    keep = (inner != outer) & (areas[outer] >= areas[inner]) & (areas[inner] > 0)
-    return keep & (common >= INSIDE_SHARE * areas[inner])
+    """Which (inner, outer) pairs may be nested, each object's area being between `smallest`
+    and `largest`: the outer object at least as large, and the overlap of their boxes
+    (`common`) at least `INSIDE_SHARE` of the inner one's area. Exact when both are its area."""
+    keep = (inner != outer) & (largest[outer] >= smallest[inner]) & (largest[inner] > 0)
+    return keep & (common >= INSIDE_SHARE * smallest[inner])
 
 
 def nested_pairs(
@@ -141,17 +146,13 @@ def nested_pairs(
     Boxes and areas rule out most pairs before any geometry: areas within their slack first,
     then GEOS's for the pairs left."""
     areas, slack = outlines.areas()
-    bounds = outlines.bounds()
+    bounds = outlines.bounds
     inner, outer = _pairs_within(elements, bounds)
     # Two boxes' overlap bounds their shapes' overlap: neighbours are ruled out without geometry
     low = np.maximum(bounds[inner, :2], bounds[outer, :2])
     high = np.minimum(bounds[inner, 2:], bounds[outer, 2:])
     boxes_common = np.prod(np.clip(high - low, 0, None), axis=1)
-    # the largest areas GEOS may find for inner objects, the smallest for outer ones
-    keep = (inner != outer) & (areas[outer] + slack[outer] >= areas[inner] - slack[inner])
-    keep &= (areas[inner] + slack[inner] > 0) & (
-        boxes_common >= INSIDE_SHARE * (areas[inner] - slack[inner])
-    )
+    keep = _candidates(inner, outer, areas - slack, areas + slack, boxes_common)
     if not keep.any():
         return []  # the common page: no geometry to compare
     inner, outer, boxes_common = inner[keep], outer[keep], boxes_common[keep]
@@ -159,7 +160,7 @@ def nested_pairs(
     shapes = np.full(len(outlines), None, dtype=object)
     shapes[involved] = outlines.shapes_of(involved)
     areas[involved] = shapely.area(shapes[involved])
-    keep = _candidates(inner, outer, areas, boxes_common)
+    keep = _candidates(inner, outer, areas, areas, boxes_common)
     if not keep.any():
         return []
     inner, outer = inner[keep], outer[keep]
