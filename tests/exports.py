@@ -133,3 +133,23 @@ class ExportBuilder:
 
     def close(self) -> None:
         export_database.close()
+
+
+def damaged_at_the_descendants(path) -> str:
+    """An export of two pages whose lines' rows, written last, fill the end of the file, then
+    overwritten there: reading the set's elements works, reading their descendants fails.
+    Returns the dataset id."""
+    builder = ExportBuilder(path)
+    dataset = builder.dataset()
+    image = builder.image(1000, 1000)
+    pages = [builder.element("page", rectangle(0, 0, 500, 500), image) for _ in range(2)]
+    for page in pages:
+        builder.add_to_set(dataset, "train", page)
+    for index in range(3000):
+        polygon = rectangle(index % 400, 10, 50, 10)
+        builder.element("text_line", polygon, image, parents=(pages[index % 2],), name="l" * 200)
+    builder.close()
+    data = bytearray(path.read_bytes())
+    data[-40960:] = b"\xff" * 40960
+    path.write_bytes(bytes(data))
+    return dataset

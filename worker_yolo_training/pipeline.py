@@ -110,10 +110,10 @@ def extract(
     concurrency: int,
     previous: Path | None = None,
 ) -> ExtractedDataset:
-    """Write the dataset from every set (three SQL statements per set, whatever its size: its
-    size for the progress bar, its elements, their descendants), the samples built on every
-    CPU while the images download; the label files of a `previous` run's dataset that are the
-    same are taken back."""
+    """Write the dataset from every set (two SQL statements per set, whatever its size: its
+    size for the progress bar, its elements; then one per chunk of elements, for their
+    descendants, where the chunk is built), the samples built on every CPU while the images
+    download; the label files of a `previous` run's dataset that are the same are taken back."""
     layout.dataset.mkdir(parents=True)
     config, mode = inputs.config, inputs.mode
     builder = SampleBuilder(mode, config, usable_cpus())
@@ -129,9 +129,9 @@ def extract(
             )
             with export.open_export(inputs.exports[dataset.id]) as opened:
                 total = opened.set_sizes(dataset.id).get(dataset_set.name)
-                pages = mode.page_rows(opened, dataset.id, dataset_set.name)
-                writer.add_set(dataset_set.name, pages, total)
-    logger.info(f"Extraction SQL statements: {statements.count}")
+                elements = mode.set_elements(opened, dataset.id, dataset_set.name)
+                writer.add_set(dataset_set.name, elements, total)
+    logger.info(f"Extraction SQL statements: {statements.count + builder.statements}")
     return writer.finish()
 
 

@@ -49,14 +49,8 @@ def test_pages_with_grandchildren_multi_parent_children_and_no_image(builder):
         assert opened.list_datasets()[0].sets == ("train", "dev", "test")
 
 
-def count_statements(path, dataset_id: str, set_name: str) -> tuple[int, int]:
-    with export.open_export(path) as opened, export.StatementCounter() as counter:
-        pages = list(opened.iter_pages(dataset_id, set_name))
-    return counter.count, len(pages)
-
-
 @pytest.mark.parametrize("pages", [3, 60])
-def test_statements_do_not_grow_with_pages(tmp_path, pages):
+def test_statements_grow_with_chunks_not_with_pages_or_descendants(tmp_path, pages):
     builder = ExportBuilder(tmp_path / f"export-{pages}.sqlite")
     dataset = builder.dataset()
     with database.atomic():
@@ -64,12 +58,22 @@ def test_statements_do_not_grow_with_pages(tmp_path, pages):
             image = builder.image(100, 100)
             page = builder.element("page", rectangle(0, 0, 100, 100), image)
             for _ in range(3):
-                builder.element("text_line", rectangle(1, 1, 10, 10), image, parents=(page,))
+                zone = builder.element("zone", rectangle(1, 1, 10, 10), image, parents=(page,))
+                builder.element("text_line", rectangle(1, 1, 5, 5), image, parents=(zone,))
             builder.add_to_set(dataset, "train", page)
     builder.close()
-    statements, read = count_statements(builder.path, dataset, "train")
-    assert read == pages
-    assert statements == 2
+    with (
+        export.open_export(builder.path) as opened,
+        export.StatementCounter() as counter,
+        export.ChunkReader() as reader,
+    ):
+        elements = opened.set_elements(dataset, "train")
+        chunk = elements.chunk(100)
+        assert elements.chunk(100) is None
+        rows = reader.page_rows(chunk)
+    assert counter.count == 1  # the set's elements
+    assert reader.statements == chunk.statements == 1  # their descendants, at any depth
+    assert len(rows) == pages and {len(children) for _, children, _ in rows} == {6}
 
 
 def forest(builder, pages: int, seed: int) -> tuple[str, dict[str, list[str]]]:

@@ -15,12 +15,18 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from tests.exports import ExportBuilder, rectangle, seed_ids
+from tests.exports import ExportBuilder, damaged_at_the_descendants, rectangle, seed_ids
 from worker_yolo_training.config import parse_config
 from worker_yolo_training.core import Mode, Skip
-from worker_yolo_training.export import open_export
+from worker_yolo_training.export import ExportError, SetElements, open_export
 from worker_yolo_training.extract import SampleBuilder
-from worker_yolo_training.extract.build import CHUNK_ROWS, FIRST_CHUNK_ROWS, LabelFiles, chunks
+from worker_yolo_training.extract.build import (
+    CHUNK_ELEMENTS,
+    CHUNK_ROWS,
+    FIRST_CHUNK_ELEMENTS,
+    ChunkSizes,
+    LabelFiles,
+)
 from worker_yolo_training.modes.registry import spec_for
 
 PAGES = 400
@@ -93,7 +99,7 @@ def build(database, dataset, mode: str, classes: list[str], processes: int, labe
     config = parse_config({"class_names": classes, "mode": mode, "image_size": 640})
     spec = spec_for(config.mode)
     with open_export(database) as opened, SampleBuilder(spec, config, processes) as builder:
-        return list(builder.build(spec.page_rows(opened, dataset, "train"), labels))
+        return list(builder.build(spec.set_elements(opened, dataset, "train"), labels))
 
 
 @pytest.mark.parametrize(
@@ -134,7 +140,7 @@ def test_chunks_built_once_truth_is_no_longer_wanted_pack_none(export, processes
         return asked[-1]
 
     with open_export(database) as opened, SampleBuilder(spec, config, processes) as builder:
-        built = list(builder.build(spec.page_rows(opened, dataset, "train"), truth=wanted))
+        built = list(builder.build(spec.set_elements(opened, dataset, "train"), truth=wanted))
     full = build(database, dataset, "segment", ["text_line"], processes)
     samples = [sample for _, sample in built if not isinstance(sample, Skip)]
     with_truth = sum(sample.truth is not None for sample in samples)
@@ -177,7 +183,7 @@ def test_samples_are_built_in_other_processes_that_stop_with_the_builder(export,
     with caplog.at_level(logging.WARNING), open_export(database) as opened:
         with SampleBuilder(WhereBuilt(), config, 2) as builder:
             assert len(multiprocessing.active_children()) == 2
-            built = list(builder.build(spec.page_rows(opened, dataset, "train")))
+            built = list(builder.build(spec.set_elements(opened, dataset, "train")))
         assert not multiprocessing.active_children()
     pids = {int(r.getMessage().split()[1]) for r in caplog.records if r.name == "tests.where"}
     assert len(built) == PAGES
@@ -188,7 +194,7 @@ def where_built(export, caplog, processes: int) -> list[list[str]]:
     """(process id, collector on, objects frozen) for each element, as `WhereBuilt` logs them."""
     database, dataset = export
     config = parse_config({"class_names": ["text_line"], "mode": "segment"})
-    rows = spec_for(Mode.Segment).page_rows
+    rows = spec_for(Mode.Segment).set_elements
     caplog.clear()
     with (
         caplog.at_level(logging.WARNING),
@@ -218,19 +224,55 @@ def test_an_error_stops_the_worker_processes_at_once(export):
         pytest.raises(KeyboardInterrupt),
         SampleBuilder(spec, config, 2) as builder,
     ):
-        for _ in builder.build(spec.page_rows(opened, dataset, "train")):
+        for _ in builder.build(spec.set_elements(opened, dataset, "train")):
             raise KeyboardInterrupt
     assert not multiprocessing.active_children()
 
 
-def test_a_sets_first_chunks_are_small_then_grow_to_the_largest():
-    # The worker processes start on a set after a few elements are read, not a whole chunk
-    pages = [((f"page-{index:04}",), [("line",)] * 65, []) for index in range(500)]
-    sizes = [sum(1 + len(page[1]) for page in chunk) for chunk in chunks(pages)]
-    assert [page for chunk in chunks(pages) for page in chunk] == pages
-    assert FIRST_CHUNK_ROWS <= sizes[0] < FIRST_CHUNK_ROWS + 66
-    assert sizes[:4] == sorted(sizes[:4]) and sizes[3] > 4 * sizes[0]
-    assert max(sizes) < CHUNK_ROWS + 66 and sizes.count(max(sizes)) > 1
+def sizes_taken(rows_per_element: int, elements: int, late: int = 0) -> list[int]:
+    """The chunk sizes of a set of `elements` elements of `rows_per_element` rows each, when the
+    rows of each chunk are known `late` chunks after it is cut (chunks in flight)."""
+    sizes, taken, cut = ChunkSizes(), [], 0
+    while cut < elements:
+        taken.append(min(sizes.next(), elements - cut))
+        cut += taken[-1]
+        if len(taken) > late:
+            sizes.seen(taken[-1 - late], taken[-1 - late] * rows_per_element)
+    return taken
+
+
+def test_a_sets_first_chunks_are_small_then_grow_to_about_the_rows_of_the_largest():
+    # The worker processes start on a set after a few elements are read, not a whole chunk;
+    # then a chunk takes about CHUNK_ROWS rows, at the rows per element seen so far
+    taken = sizes_taken(66, 1000, late=4)
+    assert sum(taken) == 1000
+    assert taken[:5] == [FIRST_CHUNK_ELEMENTS] * 5  # none known yet
+    assert taken[5:8] == [2 * FIRST_CHUNK_ELEMENTS * 2**k for k in range(3)]
+    assert set(taken[8:-1]) == {CHUNK_ROWS // 66}
+
+
+def test_elements_with_many_rows_make_small_chunks_and_few_rows_large_ones():
+    # Pages of thousands of lines: no chunk of a whole page range before their rows are known
+    assert max(sizes_taken(5000, 40, late=4)) == FIRST_CHUNK_ELEMENTS
+    assert set(sizes_taken(5000, 40)) == {FIRST_CHUNK_ELEMENTS, 1}
+    assert max(sizes_taken(1, 5000)) == CHUNK_ELEMENTS
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_damage_met_where_a_chunk_is_read_is_an_export_error(tmp_path, processes):
+    # The descendants are read by the process that builds the chunk: what it meets is raised
+    # here, naming the export
+    path = tmp_path / "export.sqlite"
+    dataset = damaged_at_the_descendants(path)
+    config = parse_config({"class_names": ["text_line"], "mode": "segment"})
+    spec = spec_for(Mode.Segment)
+    with (
+        pytest.raises(ExportError, match=f"Export {path} is damaged"),
+        open_export(path) as opened,
+        SampleBuilder(spec, config, processes) as samples,
+    ):
+        list(samples.build(spec.set_elements(opened, dataset, "train")))
+    assert not multiprocessing.active_children()
 
 
 @pytest.mark.parametrize("processes", [1, 2])
@@ -276,23 +318,24 @@ class SlowToReceive:
         return time.sleep, (2.0,)
 
 
-def test_stopping_while_a_large_chunk_is_being_sent_returns():
+def test_stopping_while_a_large_chunk_is_being_sent_returns(tmp_path):
     # Both workers busy, the thread that sends chunks pickling a large one: `Pool.terminate`
     # stops the workers, then waits for that thread, which then writes the chunk to a pipe
     # nobody reads any more, for ever. The stop must return all the same.
     config = parse_config({"class_names": ["text_line"], "mode": "segment"})
 
-    def pages():
-        for size in (FIRST_CHUNK_ROWS, 2 * FIRST_CHUNK_ROWS):  # one chunk for each worker
-            yield ("busy",), [(SlowToReceive(),), *[("row",)] * size], []
-        yield ("large",), [(SlowToSend(),), *[("row",)] * 4 * FIRST_CHUNK_ROWS], []
+    def rows():
+        for index in range(2 * FIRST_CHUNK_ELEMENTS):  # one chunk for each worker
+            yield ("busy", SlowToReceive()) if index % FIRST_CHUNK_ELEMENTS == 0 else ("busy",)
+        yield ("large", SlowToSend())
+        yield from [("large",)] * (FIRST_CHUNK_ELEMENTS - 1)
         time.sleep(0.2)
         raise KeyboardInterrupt  # while the third chunk is being pickled
 
     def stop() -> None:
         builder = SampleBuilder(spec_for(Mode.Segment), config, 2)
         with pytest.raises(KeyboardInterrupt), builder:
-            list(builder.build(pages()))
+            list(builder.build(SetElements(tmp_path / "export.sqlite", rows())))
 
     stopping = threading.Thread(target=stop, daemon=True)
     stopping.start()

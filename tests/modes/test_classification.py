@@ -120,8 +120,8 @@ def test_class_choice_rules_on_an_export(tmp_path, worker_runs):
         pages = list(
             opened.iter_pages(exported.dataset, "train", children=False, classifications=True)
         )
-    # The set's elements and their classifications: two statements whatever the size
-    assert sql.count == 2
+    # The set's elements: one statement whatever the size (their classifications: one per chunk)
+    assert sql.count == 1
     chosen = {
         page.name: choose_class(page.classifications, ["text", "blank"], worker_runs)
         for page in pages

@@ -4,13 +4,12 @@ was reproduced on main first (a traceback, a silent wrong result, or minutes of 
 
 import logging
 import sqlite3
-import threading
 import time
 
 import pytest
 from arkindex_export import database
 
-from tests.exports import ExportBuilder, rectangle
+from tests.exports import ExportBuilder, damaged_at_the_descendants, rectangle
 from tests.helpers import run_local, summary, write_config
 from worker_yolo_training.config import (
     MAX_CONFIG_BYTES,
@@ -25,7 +24,6 @@ from worker_yolo_training.export import (
     check_export_file,
     open_export,
 )
-from worker_yolo_training.export import rows as export_rows
 from worker_yolo_training.modes import spec_for
 
 CONFIG = TrainingConfig(class_names=("text_line",), image_size=320)
@@ -393,44 +391,10 @@ def test_cli_missing_configuration_file_exits_2(tmp_path, built):
     assert "Traceback" not in process.stderr
 
 
-def descendants_export(path, lines: int = 3000, pages: int = 2):
-    """Pages and their lines, whose rows (written last) fill the end of the file."""
-    builder = ExportBuilder(path)
-    dataset = builder.dataset()
-    image = builder.image(1000, 1000)
-    pages = [builder.element("page", rectangle(0, 0, 500, 500), image) for _ in range(pages)]
-    for index in range(lines):
-        polygon = rectangle(index % 400, 10, 50, 10)
-        parent = pages[index % len(pages)]
-        builder.element("text_line", polygon, image, parents=(parent,), name="l" * 200)
-    for page in pages:
-        builder.add_to_set(dataset, "train", page)
-    builder.close()
-    return dataset
-
-
-def test_damage_met_by_the_thread_reading_descendants_is_an_export_error(tmp_path):
-    # Descendants are read ahead by another thread on its own connection: what it meets is
-    # raised where the pages are read
+def test_damage_met_where_descendants_are_read_is_an_export_error(tmp_path):
+    # Descendants are read by chunks, on another connection: what it meets is raised where the
+    # pages are read (and from worker processes: tests/extract/test_build.py)
     path = tmp_path / "export.sqlite"
-    dataset = descendants_export(path)
-    data = bytearray(path.read_bytes())
-    data[-40960:] = b"\xff" * 40960
-    path.write_bytes(bytes(data))
+    dataset = damaged_at_the_descendants(path)
     with pytest.raises(ExportError, match=f"Export {path} is damaged"), open_export(path) as opened:
         list(opened.iter_pages(dataset, "train"))
-
-
-def test_pages_left_unread_leave_no_thread_reading(tmp_path, monkeypatch):
-    # More rows than the reading thread may hold ahead: it waits for the reader, which stops
-    monkeypatch.setattr(export_rows, "READ_AHEAD_ROWS", 16)
-    path = tmp_path / "export.sqlite"
-    dataset = descendants_export(path, lines=1200, pages=4)
-    before = threading.active_count()
-    with open_export(path) as opened:
-        rows = opened.iter_page_rows(dataset, "train")
-        assert len(next(rows)[1]) == 300
-        time.sleep(0.2)
-        assert threading.active_count() == before + 1  # waiting to hand over more
-        rows.close()
-        assert threading.active_count() == before

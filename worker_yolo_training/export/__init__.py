@@ -1,7 +1,9 @@
-"""The Arkindex SQLite export: checking the file before it is read, reading its datasets, pages and
-counts in a few streamed statements, and the sets to train on (set names to splits, the checks that
-the export can give what the configuration asks)."""
+"""The Arkindex SQLite export: checking the file before it is read, reading its datasets, counts
+and pages (a set's elements in one streamed statement, what they hold by chunks), and the sets to
+train on (set names to splits, the checks that the export can give what the configuration
+asks)."""
 
+from worker_yolo_training.export.chunks import ChunkReader, PageChunk, PageRows, SetElements
 from worker_yolo_training.export.file import (
     SUPPORTED_EXPORT_VERSIONS,
     ExportError,
@@ -14,7 +16,6 @@ from worker_yolo_training.export.reader import (
     Export,
     ImageInfo,
     Page,
-    PageRows,
     StatementCounter,
     open_export,
     page_defect,
@@ -33,6 +34,7 @@ __all__ = [
     "SPLIT_OF_SET",
     "SUPPORTED_EXPORT_VERSIONS",
     "Child",
+    "ChunkReader",
     "ClassSource",
     "ClassificationInfo",
     "DatasetInfo",
@@ -41,7 +43,9 @@ __all__ = [
     "ExtractionError",
     "ImageInfo",
     "Page",
+    "PageChunk",
     "PageRows",
+    "SetElements",
     "StatementCounter",
     "check_export_file",
     "check_inputs",

@@ -1,22 +1,18 @@
 """Reading the Arkindex SQLite export (arkindex-export's peewee models).
 
-A set is read with two streamed statements whatever its size: one for its dataset elements with
-their images, one recursive query for all their descendants (or, in classify mode, one for the
-dataset elements' classifications). Both are ordered by dataset element id and merged, so one page
-and its objects are in memory at a time.
+A set's dataset elements with their images are read with one streamed statement, in id order;
+their descendants (or, in classify mode, their classifications) by chunks of elements, one
+statement each, where the chunk is built (`chunks.py`).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +21,6 @@ from arkindex_export import (
     Dataset,
     DatasetElement,
     Element,
-    ElementPath,
     Image,
     ImageServer,
     open_database,
@@ -34,12 +29,14 @@ from arkindex_export import database as export_database
 from peewee import JOIN, DatabaseError, fn
 
 from worker_yolo_training.core import Skip, printable
+from worker_yolo_training.export.chunks import ChunkReader, PageRows, SetElements
 from worker_yolo_training.export.file import ExportError, check_export_file
-from worker_yolo_training.export.rows import read_ahead
 
 logger = logging.getLogger(__name__)
 
 SHOWN_CHARACTERS = 80
+# Elements read at once by `Export.iter_pages`
+READ_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -154,80 +151,6 @@ def _dataset_elements(dataset_id: str, set_name: str):
     )
 
 
-def _descendants(dataset_id: str, set_name: str):
-    """(root id, descendant) rows for every dataset element of the set, each pair once.
-
-    UNION (not UNION ALL) keeps a descendant once per root even when it has several parents, and
-    stops on cycles.
-    """
-    roots = (
-        ElementPath.select(DatasetElement.element.alias("root_id"), ElementPath.child)
-        .join(DatasetElement, on=(ElementPath.parent == DatasetElement.element))
-        .where(DatasetElement.dataset == dataset_id, DatasetElement.set_name == set_name)
-        .cte("descendants", recursive=True, columns=("root_id", "child_id"))
-    )
-    deeper = ElementPath.alias()
-    recursion = deeper.select(roots.c.root_id, deeper.child).join(
-        roots, on=(deeper.parent == roots.c.child_id)
-    )
-    tree = roots.union(recursion)
-    # Text as peewee's text fields read it: a BLOB (a hand-made export may hold one) decoded.
-    # Not the polygon: casting its text costs a third of the statement's time before the first
-    # row, and `_polygon` reads any value as text
-    text = (Element.id, Element.type, Element.image, Element.worker_run)
-    id_, type_, image, worker_run = (column.cast("TEXT") for column in text)
-    query = (
-        Element.select(tree.c.root_id, id_, type_, image, Element.polygon, worker_run)
-        .with_cte(tree)
-        .from_(tree)
-        .join(Element, on=(Element.id == tree.c.child_id))
-        .order_by(tree.c.root_id, Element.id)
-    )
-    # Rows straight from the SQLite cursor: peewee's per-value conversion cost more than the query
-    return export_database.execute_sql(*query.sql())
-
-
-def _classifications(dataset_id: str, set_name: str):
-    """(element id, class name, confidence, worker run) of every classification of the set's
-    dataset elements, by element id (each classification once, even for an element listed twice)."""
-    elements = DatasetElement.select(DatasetElement.element).where(
-        DatasetElement.dataset == dataset_id, DatasetElement.set_name == set_name
-    )
-    return (
-        Classification.select(
-            Classification.element,
-            Classification.class_name,
-            Classification.confidence,
-            Classification.worker_run,
-        )
-        .where(Classification.element.in_(elements))
-        .order_by(Classification.element, Classification.id)
-        .tuples()
-        .iterator()
-    )
-
-
-class _Groups:
-    """A stream of rows ordered by their first value (a dataset element id), taken one element at
-    a time while the dataset elements are read in the same order."""
-
-    def __init__(self, rows: Iterator[tuple]):
-        # (element id, its rows): grouped by itertools, not row by row in Python
-        self.groups = itertools.groupby(rows, key=itemgetter(0))
-        self.pending = next(self.groups, None)
-
-    def take(self, element_id: str) -> list[tuple]:
-        """The rows of `element_id`, as they are (the element id first: cutting it off row by
-        row cost the main process more than sending it); earlier elements' rows skipped."""
-        while self.pending is not None and self.pending[0] < element_id:
-            self.pending = next(self.groups, None)
-        if self.pending is None or self.pending[0] != element_id:
-            return []
-        group = list(self.pending[1])
-        self.pending = next(self.groups, None)
-        return group
-
-
 class NotJSON(str):
     """Polygon text of the export that is not JSON, kept for the report."""
 
@@ -324,13 +247,8 @@ def page_defect(page: Page) -> tuple[Skip, str] | None:
     return None
 
 
-# A dataset element's row, its descendants' rows, its classifications' rows (`iter_page_rows`),
-# each of the latter two starting with the dataset element's id
-PageRows = tuple[tuple, list[tuple], list[tuple]]
-
-
 def page_of(rows: PageRows) -> Page:
-    """A dataset element read from its rows (`Export.iter_page_rows`)."""
+    """A dataset element read from its rows (`ChunkReader.page_rows`)."""
     row, children, classifications = rows
     (element_id, name, type_, polygon, angle, mirrored) = row[:6]
     image_id, url, width, height, version = row[6:]
@@ -391,30 +309,32 @@ class Export:
         classifications: bool = False,
     ) -> Iterator[Page]:
         """Every dataset element of a set, streamed in id order, with all its descendants
-        (`children`) and/or its classifications (`classifications`)."""
-        return map(page_of, self.iter_page_rows(dataset_id, set_name, children, classifications))
+        (`children`) and/or its classifications (`classifications`), read here by chunks of
+        `READ_CHUNK` elements."""
+        elements = self.set_elements(dataset_id, set_name, children, classifications)
+        with ChunkReader() as reader:
+            while chunk := elements.chunk(READ_CHUNK):
+                yield from map(page_of, reader.page_rows(chunk))
 
-    def iter_page_rows(
+    def set_elements(
         self,
         dataset_id: str,
         set_name: str,
         children: bool = True,
         classifications: bool = False,
-    ) -> Iterator[PageRows]:
-        """`iter_pages` as the export's rows, not yet read into values (`page_of` reads them):
-        plain tuples, cheap to send to another process."""
-        descendants = _Groups(
-            read_ahead(partial(_descendants, dataset_id, set_name)) if children else iter(())
-        )
-        labels = _Groups(_classifications(dataset_id, set_name) if classifications else iter(()))
-        previous_id = None
-        for row in _dataset_elements(dataset_id, set_name):
-            element_id = row[0]
-            if element_id == previous_id:
-                continue
-            previous_id = element_id
-            # Every stream is sorted by dataset element id
-            yield row, descendants.take(element_id), labels.take(element_id)
+    ) -> SetElements:
+        """The dataset elements of a set as the export's rows, each once, in id order, to be read
+        by chunks (`SetElements.chunk`, `ChunkReader`) with their descendants (`children`) and/or
+        their classifications (`classifications`)."""
+
+        def once() -> Iterator[tuple]:
+            previous_id = None
+            for row in _dataset_elements(dataset_id, set_name):
+                if row[0] != previous_id:  # an element listed twice in the set is read once
+                    previous_id = row[0]
+                    yield row
+
+        return SetElements(self.path, once(), children, classifications)
 
 
 @contextmanager

@@ -1,12 +1,13 @@
-"""Building a set's samples: each dataset element read from its export rows, its sample built by
+"""Building a set's samples: each dataset element read with what it holds, its sample built by
 the mode and packed with its objects measured (the CPU part of the extraction), its label file
 written, by chunks of elements, in worker processes when there are several CPUs, results in the
 elements' order.
 
-Worker processes get export rows (plain tuples) and send back packed samples (arrays and text):
-pickling either costs a fraction of building them. They are forked when the extraction starts,
-before any download thread; what they log is sent back with their results and logged here, in
-order, as if built in this process.
+Worker processes get a chunk's dataset element rows (plain tuples), read their descendants or
+classifications from the export themselves (`ChunkReader`, one connection each), and send back
+packed samples (arrays and text): pickling costs a fraction of building them. They are forked
+when the extraction starts, before any download thread; what they log is sent back with their
+results and logged here, in order, as if built in this process.
 """
 
 from __future__ import annotations
@@ -18,24 +19,26 @@ import os
 import signal
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
 
 from worker_yolo_training.config import TrainingConfig
 from worker_yolo_training.core import Skip, disk_space, move_if_same, write_text
-from worker_yolo_training.export import PageRows, page_of
+from worker_yolo_training.export import ChunkReader, PageChunk, SetElements, page_of
 from worker_yolo_training.extract.dataset import DatasetFormat
 from worker_yolo_training.extract.sample import PackedSample, pack_samples
 
-# A chunk ends at this many rows (elements and their descendants: objects measured together,
-# shapely and numpy cost per call more than per object) or this many elements
+# A chunk takes as many elements as make about this many rows (elements and their descendants:
+# objects measured together, shapely and numpy cost per call more than per object), at the rows
+# per element of the set's chunks read so far, and at most this many elements
 CHUNK_ROWS = 4096
 CHUNK_ELEMENTS = 256
-# A set's first chunk ends at this many rows, and each next one at twice as many up to
-# `CHUNK_ROWS`: the worker processes start on a set at once, not after a whole chunk is read
-FIRST_CHUNK_ROWS = 256
+# A set's chunks take this many elements until the rows of one are known, and each next one at
+# most twice as many as the one before: the worker processes start on a set at once, and an
+# export of pages with thousands of lines makes no large chunk before it is known
+FIRST_CHUNK_ELEMENTS = 4
 # Chunks in flight per worker process: one being built, one waiting
 AHEAD = 2
 # Seconds a stopping pool is given (`terminate`)
@@ -52,19 +55,24 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def chunks(pages: Iterable[PageRows]) -> Iterator[list[PageRows]]:
-    """Consecutive elements' rows, `CHUNK_ROWS` rows or `CHUNK_ELEMENTS` elements at most
-    (an element with more descendants makes a chunk alone), the first chunks smaller
-    (`FIRST_CHUNK_ROWS`)."""
-    chunk, rows, limit = [], 0, FIRST_CHUNK_ROWS
-    for page in pages:
-        chunk.append(page)
-        rows += 1 + len(page[1])
-        if rows >= limit or len(chunk) >= CHUNK_ELEMENTS:
-            yield chunk
-            chunk, rows, limit = [], 0, min(2 * limit, CHUNK_ROWS)
-    if chunk:
-        yield chunk
+class ChunkSizes:
+    """How many elements a set's next chunk takes (`FIRST_CHUNK_ELEMENTS`, then about
+    `CHUNK_ROWS` rows at the rows per element `seen` so far), as the chunks are built."""
+
+    def __init__(self) -> None:
+        self.elements = self.rows = 0
+        self.last = FIRST_CHUNK_ELEMENTS
+
+    def seen(self, elements: int, rows: int) -> None:
+        """A chunk of `elements` elements was read: `rows` rows with theirs."""
+        self.elements += elements
+        self.rows += rows
+
+    def next(self) -> int:
+        if self.rows:
+            fitting = CHUNK_ROWS * self.elements // self.rows
+            self.last = max(1, min(fitting, 2 * self.last, CHUNK_ELEMENTS))
+        return self.last
 
 
 @dataclass(frozen=True)
@@ -78,25 +86,38 @@ class LabelFiles:
     previous: Path | None = None  # the previous run's dataset folder, moved aside
 
 
+@dataclass(frozen=True)
+class ChunkBuilt:
+    """A chunk's elements built, in order, and how many rows reading them took."""
+
+    built: list[Built]
+    rows: int
+
+
 def build_chunk(
     layout: DatasetFormat,
     config: TrainingConfig,
-    chunk: list[PageRows],
+    chunk: PageChunk,
+    reader: ChunkReader,
     labels: LabelFiles | None = None,
     truth: bool = True,
-) -> list[Built]:
-    """Each element's sample, packed (with its truth objects when `truth`), or why it has none;
-    with `labels`, their label files."""
-    pages = [page_of(rows) for rows in chunk]
+) -> ChunkBuilt:
+    """Each element of a chunk read (`reader`), its sample built and packed (with its truth
+    objects when `truth`), or why it has none; with `labels`, their label files."""
+    rows = reader.page_rows(chunk)
+    pages = [page_of(page_rows) for page_rows in rows]
     built = layout.build_samples(pages, config)
     packed = pack_samples(config.mode, [s for s in built if not isinstance(s, Skip)], truth)
     if labels is not None:
         write_labels(layout, labels, packed)
     samples = iter(packed)
-    return [
-        (page.id, sample if isinstance(sample, Skip) else next(samples))
-        for page, sample in zip(pages, built, strict=True)
-    ]
+    return ChunkBuilt(
+        [
+            (page.id, sample if isinstance(sample, Skip) else next(samples))
+            for page, sample in zip(pages, built, strict=True)
+        ],
+        sum(1 + len(children) + len(labels) for _, children, labels in rows),
+    )
 
 
 def write_labels(layout: DatasetFormat, labels: LabelFiles, samples: list[PackedSample]) -> None:
@@ -130,13 +151,19 @@ class _Records(logging.Handler):
         self.records.append(record)
 
 
+# A worker process' reader of chunks (its connections to the exports, kept from one chunk to
+# the next), made by `_start_worker`: the one thing a worker process keeps between chunks. The
+# main process never sets it.
+_worker_reader: ChunkReader | None = None
+
+
 def _build_logged(
     layout: DatasetFormat,
     config: TrainingConfig,
-    chunk: list[PageRows],
+    chunk: PageChunk,
     labels: LabelFiles | None,
     truth: bool,
-) -> tuple[list[Built], list[logging.LogRecord]]:
+) -> tuple[ChunkBuilt, list[logging.LogRecord]]:
     """`build_chunk` in a worker process, with what it logged.
 
     The cyclic garbage collector is off while a chunk is built: a chunk's objects hold no cycle
@@ -147,13 +174,16 @@ def _build_logged(
     handlers, root.handlers = root.handlers, [_Records()]
     gc.disable()
     try:
-        return build_chunk(layout, config, chunk, labels, truth), root.handlers[0].records
+        built = build_chunk(layout, config, chunk, _worker_reader, labels, truth)
+        return built, root.handlers[0].records
     finally:
         gc.enable()
         root.handlers = handlers
 
 
 def _start_worker() -> None:
+    global _worker_reader
+    _worker_reader = ChunkReader()
     # Ctrl-C reaches the whole process group: the main process alone decides what to do. A
     # stop ends a worker at once (`Pool.terminate`), without the main process' handler.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -190,6 +220,8 @@ class SampleBuilder:
         forkable = "fork" in multiprocessing.get_all_start_methods()
         self.processes = processes if forkable else 1
         self.pool: Pool | None = None
+        # SQL statements the chunks took, wherever they were read (the log's count)
+        self.statements = 0
 
     def __enter__(self) -> SampleBuilder:
         if self.processes > 1:
@@ -209,29 +241,43 @@ class SampleBuilder:
 
     def build(
         self,
-        pages: Iterable[PageRows],
+        elements: SetElements,
         labels: LabelFiles | None = None,
         truth: Callable[[], bool] = lambda: True,
     ) -> Iterator[Built]:
-        """Each element's sample (or why it has none), in the order of `pages`; with `labels`,
-        each sample's label file is written before the sample comes. `truth` is asked before
-        each chunk is built whether its samples' truth objects are still wanted: they cost as
-        much as their labels, and most training elements' are not written."""
+        """Each element's sample (or why it has none), in the order of `elements`, read by
+        chunks (`ChunkSizes`); with `labels`, each sample's label file is written before the
+        sample comes. `truth` is asked before each chunk is built whether its samples' truth
+        objects are still wanted: they cost as much as their labels, and most training elements'
+        are not written."""
+        sizes = ChunkSizes()
         if self.pool is None:
-            for chunk in chunks(pages):
-                yield from build_chunk(self.layout, self.config, chunk, labels, truth())
+            with ChunkReader() as reader:
+                while chunk := elements.chunk(sizes.next()):
+                    self.statements += chunk.statements
+                    done = build_chunk(self.layout, self.config, chunk, reader, labels, truth())
+                    sizes.seen(len(chunk.elements), done.rows)
+                    yield from done.built
             return
-        window: deque[AsyncResult] = deque()
-        for chunk in chunks(pages):
+        window: deque[tuple[int, AsyncResult]] = deque()
+
+        def oldest() -> list[Built]:
+            count, result = window.popleft()
+            done = _replayed(result.get())
+            sizes.seen(count, done.rows)
+            return done.built
+
+        while chunk := elements.chunk(sizes.next()):
+            self.statements += chunk.statements
             task = (self.layout, self.config, chunk, labels, truth())
-            window.append(self.pool.apply_async(_build_logged, task))
+            window.append((len(chunk.elements), self.pool.apply_async(_build_logged, task)))
             if len(window) >= AHEAD * self.processes:
-                yield from _replayed(window.popleft().get())
+                yield from oldest()
         while window:
-            yield from _replayed(window.popleft().get())
+            yield from oldest()
 
 
-def _replayed(result: tuple[list[Built], list[logging.LogRecord]]) -> list[Built]:
+def _replayed(result: tuple[ChunkBuilt, list[logging.LogRecord]]) -> ChunkBuilt:
     built, records = result
     for record in records:
         logging.getLogger(record.name).handle(record)

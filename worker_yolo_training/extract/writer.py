@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import IO
@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from worker_yolo_training.config import TrainingConfig
 from worker_yolo_training.core import SPLITS, DatasetFiles, Linker, Skip, disk_space, printable
-from worker_yolo_training.export import PageRows, split_of
+from worker_yolo_training.export import SetElements, split_of
 from worker_yolo_training.extract.build import LabelFiles, SampleBuilder
 from worker_yolo_training.extract.dataset import (
     DatasetFormat,
@@ -111,8 +111,8 @@ class DatasetWriter:
         self.builder = builder or SampleBuilder(layout, config)
         self.previous = previous
 
-    def add_set(self, set_name: str, pages: Iterable[PageRows], total: int | None = None) -> None:
-        """Extract one Arkindex set (its elements' export rows; `total` elements, for the
+    def add_set(self, set_name: str, elements: SetElements, total: int | None = None) -> None:
+        """Extract one Arkindex set (its dataset elements' export rows; `total` elements, for the
         progress bar) into its split; other set names are skipped with a warning."""
         split = split_of(set_name)
         if split is None:
@@ -123,7 +123,7 @@ class DatasetWriter:
         report = self.reports[split]
         report.sets.append(set_name)
         self.layout.prepare_split(self.root, split)
-        samples = self._samples(split, pages)
+        samples = self._samples(split, elements)
         read_before = report.elements
         with progress_bar(f"Elements of {split} ({set_name})", total) as progress:
             for sample, outcome in fetch_all(samples, self.store, self._known, self.concurrency):
@@ -138,11 +138,11 @@ class DatasetWriter:
                 )
             progress.update(report.elements - read_before - progress.n)
 
-    def _samples(self, split: str, pages: Iterable[PageRows]) -> Iterator[PackedSample]:
+    def _samples(self, split: str, elements: SetElements) -> Iterator[PackedSample]:
         report = self.reports[split]
         labels = LabelFiles(self.root, split, self.previous)
         wanted = partial(self.truths.wanted, split)
-        for element_id, sample in self.builder.build(pages, labels, wanted):
+        for element_id, sample in self.builder.build(elements, labels, wanted):
             report.elements += 1
             if isinstance(sample, Skip):
                 report.skipped[sample] += 1

@@ -10,7 +10,7 @@ elements is evaluated and what that worker is told.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +20,7 @@ from arkindex_worker.models import DatasetSet
 from worker_yolo_training.config import TrainingConfig
 from worker_yolo_training.core import InferenceSettings, Mode, RunLayout
 from worker_yolo_training.evaluate import ElementEvaluation
-from worker_yolo_training.export import ClassSource, Export, PageRows
+from worker_yolo_training.export import ClassSource, Export, SetElements
 from worker_yolo_training.extract import DatasetFormat, ExtractedDataset
 from worker_yolo_training.train import Architecture
 
@@ -44,8 +44,9 @@ class ModeSpec(ClassSource, DatasetFormat, Protocol):
     #: Title of `evaluate_elements`' table in the model version's description (`{threshold}`)
     evaluation_heading: str
 
-    def page_rows(self, export: Export, dataset_id: str, set_name: str) -> Iterator[PageRows]:
-        """A set's dataset elements as export rows, with what `build_sample` reads of them."""
+    def set_elements(self, export: Export, dataset_id: str, set_name: str) -> SetElements:
+        """A set's dataset elements as export rows, to be read by chunks with what
+        `build_samples` reads of them."""
 
     def check_splits(
         self, config: TrainingConfig, sets: Sequence[DatasetSet], exports: Mapping[str, Path]

@@ -14,7 +14,7 @@ Ultralytics' plots.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from worker_yolo_training.export import (
     Export,
     ExtractionError,
     Page,
-    PageRows,
+    SetElements,
     open_export,
     split_of,
 )
@@ -154,9 +154,9 @@ class Classification:
     def class_counts(self, export: Export) -> dict[str, int]:
         return export.classification_counts()
 
-    def page_rows(self, export: Export, dataset_id: str, set_name: str) -> Iterator[PageRows]:
+    def set_elements(self, export: Export, dataset_id: str, set_name: str) -> SetElements:
         # Descendants are not needed: the element's own classifications are
-        return export.iter_page_rows(dataset_id, set_name, children=False, classifications=True)
+        return export.set_elements(dataset_id, set_name, children=False, classifications=True)
 
     def check_splits(
         self, config: TrainingConfig, sets: Sequence[DatasetSet], exports: Mapping[str, Path]

@@ -7,7 +7,7 @@ Layout: `images/<split>/<element>.jpg`, `labels/<split>/<element>.txt`, `data.ya
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from worker_yolo_training.evaluate import (
     metrics_table,
     split_metrics,
 )
-from worker_yolo_training.export import Child, Export, Page, PageRows
+from worker_yolo_training.export import Child, Export, Page, SetElements
 from worker_yolo_training.extract import PackedSample, Sample, element_crop
 from worker_yolo_training.images import CropRequest
 from worker_yolo_training.modes.base import Trained
@@ -107,8 +107,8 @@ class Detection:
     def class_counts(self, export: Export) -> dict[str, int]:
         return export.element_type_counts()
 
-    def page_rows(self, export: Export, dataset_id: str, set_name: str) -> Iterator[PageRows]:
-        return export.iter_page_rows(dataset_id, set_name)
+    def set_elements(self, export: Export, dataset_id: str, set_name: str) -> SetElements:
+        return export.set_elements(dataset_id, set_name)
 
     def check_splits(
         self, config: TrainingConfig, sets: Sequence[DatasetSet], exports: Mapping[str, Path]

@@ -1,0 +1,191 @@
+"""A set's dataset elements by chunks, and each chunk's descendants or classifications read where
+the chunk is built.
+
+The main process reads a set's dataset elements with their images (`SetElements`, one streamed
+statement) and cuts them into chunks (`PageChunk`); the process that builds a chunk reads what
+its elements hold with one statement (`ChunkReader`), on its own read-only connection. The rows
+are not sent from one process to another, the processes read at once, and no statement waits for
+a whole set's recursive query to be sorted before its first row.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from operator import itemgetter
+from pathlib import Path
+
+from arkindex_export import Classification, Element, ElementPath
+
+from worker_yolo_training.export.file import ExportError
+
+# A dataset element's row, its descendants' rows, its classifications' rows (`ChunkReader`), each
+# of the latter two starting with the dataset element's id
+PageRows = tuple[tuple, list[tuple], list[tuple]]
+
+
+@dataclass(frozen=True)
+class PageChunk:
+    """Consecutive dataset elements of a set (their rows: id, name, type, polygon, rotation,
+    mirror, then their image's), each once, in id order; what they hold is read where the chunk
+    is built (`ChunkReader.page_rows`)."""
+
+    export: Path
+    elements: tuple[tuple, ...]
+    children: bool = True
+    classifications: bool = False
+
+    @property
+    def statements(self) -> int:
+        """How many statements reading it takes."""
+        return self.children + self.classifications
+
+
+@dataclass(frozen=True)
+class SetElements:
+    """A set's dataset elements as the export's rows (each once, in id order), to be cut into
+    chunks; with `children`, each chunk reads its elements' descendants, with `classifications`
+    their classifications."""
+
+    export: Path
+    rows: Iterator[tuple]
+    children: bool = True
+    classifications: bool = False
+
+    def chunk(self, size: int) -> PageChunk | None:
+        """The next `size` elements (fewer at the end), None when all were taken."""
+        elements = tuple(itertools.islice(self.rows, size))
+        if not elements:
+            return None
+        return PageChunk(self.export, elements, self.children, self.classifications)
+
+
+def _descendants(root_ids: list) -> tuple[str, list]:
+    """(root id, descendant) rows of these dataset elements, each pair once, by root then
+    descendant id.
+
+    UNION (not UNION ALL) keeps a descendant once per root even when it has several parents, and
+    stops on cycles.
+    """
+    roots = (
+        ElementPath.select(ElementPath.parent.alias("root_id"), ElementPath.child)
+        .where(ElementPath.parent.in_(root_ids))
+        .cte("descendants", recursive=True, columns=("root_id", "child_id"))
+    )
+    deeper = ElementPath.alias()
+    recursion = deeper.select(roots.c.root_id, deeper.child).join(
+        roots, on=(deeper.parent == roots.c.child_id)
+    )
+    tree = roots.union(recursion)
+    # Text as peewee's text fields read it: a BLOB (a hand-made export may hold one) decoded.
+    # Not the polygon: casting its text costs a third of the statement's time, and `_polygon`
+    # reads any value as text
+    text = (Element.id, Element.type, Element.image, Element.worker_run)
+    id_, type_, image, worker_run = (column.cast("TEXT") for column in text)
+    query = (
+        Element.select(tree.c.root_id, id_, type_, image, Element.polygon, worker_run)
+        .with_cte(tree)
+        .from_(tree)
+        .join(Element, on=(Element.id == tree.c.child_id))
+        .order_by(tree.c.root_id, Element.id)
+    )
+    return query.sql()
+
+
+# What the classifications' columns become, as peewee's fields read them
+_CLASSIFICATION_FIELDS = (
+    Classification.element,
+    Classification.class_name,
+    Classification.confidence,
+    Classification.worker_run,
+)
+
+
+def _classifications(root_ids: list) -> tuple[str, list]:
+    """(element id, class name, confidence, worker run) of every classification of these
+    dataset elements, by element id."""
+    query = (
+        Classification.select(*_CLASSIFICATION_FIELDS)
+        .where(Classification.element.in_(root_ids))
+        .order_by(Classification.element, Classification.id)
+    )
+    return query.sql()
+
+
+class _Groups:
+    """A stream of rows ordered by their first value (a dataset element id), taken one element at
+    a time while the dataset elements are read in the same order."""
+
+    def __init__(self, rows: list[tuple]):
+        # (element id, its rows): grouped by itertools, not row by row in Python
+        self.groups = itertools.groupby(rows, key=itemgetter(0))
+        self.pending = next(self.groups, None)
+
+    def take(self, element_id: str) -> list[tuple]:
+        """The rows of `element_id`, as they are (the element id first: `page_of` skips it);
+        earlier elements' rows skipped."""
+        while self.pending is not None and self.pending[0] < element_id:
+            self.pending = next(self.groups, None)
+        if self.pending is None or self.pending[0] != element_id:
+            return []
+        group = list(self.pending[1])
+        self.pending = next(self.groups, None)
+        return group
+
+
+class ChunkReader:
+    """Reads what chunks' elements hold, on one read-only connection per export, opened at its
+    first chunk and kept (its page cache serves the next chunks: a connection per chunk cost a
+    fifth more) until `close`. A context manager."""
+
+    def __init__(self) -> None:
+        self.connections: dict[Path, sqlite3.Connection] = {}
+        self.statements = 0  # run so far
+
+    def __enter__(self) -> ChunkReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for connection in self.connections.values():
+            connection.close()
+        self.connections.clear()
+
+    def page_rows(self, chunk: PageChunk) -> list[PageRows]:
+        """Each element's rows (`PageRows`), in the chunk's order.
+
+        :raises ExportError: when the export is damaged where the chunk's rows are.
+        """
+        ids = [row[0] for row in chunk.elements]
+        try:
+            children = self._rows(chunk.export, *_descendants(ids)) if chunk.children else []
+            labels = self._classification_rows(chunk.export, ids) if chunk.classifications else []
+        except sqlite3.DatabaseError as error:
+            raise ExportError(
+                f"Export {chunk.export} is damaged ({error}): download it again"
+            ) from None
+        descendants, classifications = _Groups(children), _Groups(labels)
+        return [
+            (row, descendants.take(row[0]), classifications.take(row[0])) for row in chunk.elements
+        ]
+
+    def _rows(self, export: Path, sql: str, params: list) -> list[tuple]:
+        connection = self.connections.get(export)
+        if connection is None:
+            uri = f"{Path(export).resolve().as_uri()}?mode=ro"
+            connection = self.connections[export] = sqlite3.connect(uri, uri=True)
+        self.statements += 1
+        with closing(connection.execute(sql, params)) as cursor:
+            return cursor.fetchall()
+
+    def _classification_rows(self, export: Path, ids: list) -> list[tuple]:
+        converters = [field.python_value for field in _CLASSIFICATION_FIELDS]
+        return [
+            tuple(convert(value) for convert, value in zip(converters, row, strict=True))
+            for row in self._rows(export, *_classifications(ids))
+        ]
