@@ -1,6 +1,8 @@
 """The configuration: both file forms, nested groups, defaults and reporting every problem."""
 
+import importlib.util
 import logging
+from pathlib import Path
 
 import pytest
 import yaml
@@ -362,3 +364,25 @@ def test_the_segmenters_mode_falls_back_to_ours_with_a_warning(caplog):
     assert config.mode is Mode.Segment
     assert "the YOLO segmenter's" in caplog.text
     assert parse_config({"class_names": ["a"], "mode": "bbox"}).mode is Mode.BBox
+
+
+def test_no_training_kwargs_read_no_ultralytics_file():
+    # Reading Ultralytics' defaults and check tables takes 30 ms of every run's start: only
+    # when there is something to check against them
+    from worker_yolo_training.config import ultralytics_check_tables, ultralytics_defaults
+
+    ultralytics_defaults.cache_clear()
+    ultralytics_check_tables.cache_clear()
+    parse_config({"class_names": ["a"]})
+    parse_config({"class_names": ["a"], "advanced.training_kwargs": {}})
+    assert ultralytics_defaults.cache_info().misses == 0
+    assert ultralytics_check_tables.cache_info().misses == 0
+    parse_config({"class_names": ["a"], "advanced.training_kwargs": {"lr0": 0.01}})
+    assert ultralytics_defaults.cache_info().misses == 1
+
+
+def test_ultralytics_defaults_are_its_default_yaml_as_pyyaml_reads_it():
+    from worker_yolo_training.config import ultralytics_defaults
+
+    path = Path(importlib.util.find_spec("ultralytics").origin).parent / "cfg" / "default.yaml"
+    assert ultralytics_defaults() == yaml.safe_load(path.read_text())
