@@ -13,6 +13,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -170,10 +171,14 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         config = self.training_configuration()
         sets = self.selected_sets()
         inputs = RunInputs(config, tuple(sets), self.dataset_exports(sets))
-        check(inputs)
-        base = self.base_model(inputs)
-        baseline = self.baseline(inputs)
-        fingerprint = self.run_fingerprint(sets, inputs.exports)
+        # The exports are hashed (a second per 450 MB) while they are checked: hashing leaves
+        # Python's interpreter to the checks
+        with ThreadPoolExecutor(1, thread_name_prefix="fingerprint") as hashing:
+            fingerprinting = hashing.submit(self.run_fingerprint, sets, inputs.exports)
+            check(inputs)
+            base = self.base_model(inputs)
+            baseline = self.baseline(inputs)
+            fingerprint = fingerprinting.result()
         concurrency = fetch_concurrency(self.args, usable_cpus())
         where = f"the folder {self.args.images}" if self.args.images else "their IIIF servers"
         logger.info(f"Images from {where}, {concurrency} at once")

@@ -46,6 +46,7 @@ def test_pages_with_grandchildren_multi_parent_children_and_no_image(builder):
         assert [p.id for p in opened.iter_pages(dataset, "test")] == [page]
         assert opened.set_sizes(dataset) == {"train": 2, "test": 1}
         assert opened.element_type_counts() == {"page": 2, "text_zone": 1, "text_line": 2}
+        assert [opened.has_element_type(name) for name in ("text_zone", "zone")] == [True, False]
         assert opened.list_datasets()[0].sets == ("train", "dev", "test")
 
 

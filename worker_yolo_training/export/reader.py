@@ -285,6 +285,16 @@ class Export:
         query = Element.select(Element.type, fn.COUNT(Element.id)).group_by(Element.type)
         return dict(query.tuples())
 
+    def has_element_type(self, name: str) -> bool:
+        """Whether an element has the type `name` (read until the first one)."""
+        return Element.select().where(Element.type.cast("TEXT") == name).exists()
+
+    def has_classification(self, name: str) -> bool:
+        """Whether a classification has the class `name` (read until the first one)."""
+        return (
+            Classification.select().where(Classification.class_name.cast("TEXT") == name).exists()
+        )
+
     def classification_counts(self) -> dict[str, int]:
         """How many classifications of each class the export holds."""
         query = Classification.select(

@@ -154,6 +154,9 @@ class Classification:
     def class_counts(self, export: Export) -> dict[str, int]:
         return export.classification_counts()
 
+    def has_class(self, export: Export, name: str) -> bool:
+        return export.has_classification(name)
+
     def set_elements(self, export: Export, dataset_id: str, set_name: str) -> SetElements:
         # Descendants are not needed: the element's own classifications are
         return export.set_elements(dataset_id, set_name, children=False, classifications=True)

@@ -107,6 +107,9 @@ class Detection:
     def class_counts(self, export: Export) -> dict[str, int]:
         return export.element_type_counts()
 
+    def has_class(self, export: Export, name: str) -> bool:
+        return export.has_element_type(name)
+
     def set_elements(self, export: Export, dataset_id: str, set_name: str) -> SetElements:
         return export.set_elements(dataset_id, set_name)
 
