@@ -1,9 +1,36 @@
-"""Entry point: `worker-yolo-training`. `--database` selects local mode (no Arkindex at all)."""
+"""Entry point: `worker-yolo-training`. `--database` selects local mode (no Arkindex at all).
+
+Process-wide settings are made here, and only here: how the garbage collector treats the
+program's modules, how glibc's allocator keeps freed memory."""
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import sys
+
+# glibc's `mallopt` parameters (malloc.h)
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+# Blocks under this size come from the allocator's heaps, larger ones are mapped apart (glibc's
+# largest threshold on 64 bits); this much free memory at the top of a heap is kept for reuse
+MAPPED_FROM = 32 << 20
+KEPT_FREE = 64 << 20
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's allocator keep and reuse the memory of large buffers: decoded scans, crops
+    and images of megabytes each, made and freed one after another by the image threads. By
+    default, glibc maps such a buffer apart, or gives a heap's top back to the system once it is
+    free, and each next buffer is then faulted in again, page by page: from a local folder,
+    1000 pages took a million page faults and 3 s of system time more. Whether glibc adapts its
+    thresholds in time depended on what the run had freed before (a query of the export did).
+    False where the C library has no such setting (musl, macOS)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MAPPED_FROM) and mallopt(M_TRIM_THRESHOLD, KEPT_FREE))
 
 
 def is_local(argv: list[str]) -> bool:
@@ -15,6 +42,7 @@ def is_local(argv: list[str]) -> bool:
 
 
 def main() -> None:
+    keep_freed_memory()
     # The program's modules are imported with the cyclic garbage collector off, then frozen:
     # they live as long as the process, and collecting while they were made (numpy, the Arkindex
     # client, shapely: over 100,000 objects) cost up to a sixth of the imports' time. Later
