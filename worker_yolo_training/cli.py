@@ -25,12 +25,15 @@ def keep_freed_memory() -> bool:
     free, and each next buffer is then faulted in again, page by page: from a local folder,
     1000 pages took a million page faults and 3 s of system time more. Whether glibc adapts its
     thresholds in time depended on what the run had freed before (a query of the export did).
-    False where the C library has no such setting (musl, macOS)."""
+    False where the C library has no such setting (musl, macOS, Windows), or refused one."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows has no process handle
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MAPPED_FROM) and mallopt(M_TRIM_THRESHOLD, KEPT_FREE))
+    # each on its own: 32-bit glibc refuses the threshold (above its heaps' half), not the rest
+    mapped = mallopt(M_MMAP_THRESHOLD, MAPPED_FROM)
+    kept = mallopt(M_TRIM_THRESHOLD, KEPT_FREE)
+    return bool(mapped and kept)
 
 
 def is_local(argv: list[str]) -> bool:

@@ -12,11 +12,12 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from arkindex.exceptions import ErrorResponse
@@ -110,6 +111,29 @@ def image_source(args, concurrency: int) -> ImageSource:
     )
 
 
+class Background:
+    """`function(*args)` run in a daemon thread (abandoned, not waited for, if the program ends
+    first); `result` waits for its value or raises its error."""
+
+    def __init__(self, function: Callable, *args):
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self.run, args=(function, args), daemon=True)
+        self.thread.start()
+
+    def run(self, function: Callable, args: tuple) -> None:
+        try:
+            self.value = function(*args)
+        except BaseException as error:  # raised by `result`, in the thread that waits
+            self.error = error
+
+    def result(self) -> Any:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 def _interrupt(signal_number, frame):
     raise Interrupted(signal_number)
 
@@ -172,13 +196,12 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         sets = self.selected_sets()
         inputs = RunInputs(config, tuple(sets), self.dataset_exports(sets))
         # The exports are hashed (a second per 450 MB) while they are checked: hashing leaves
-        # Python's interpreter to the checks
-        with ThreadPoolExecutor(1, thread_name_prefix="fingerprint") as hashing:
-            fingerprinting = hashing.submit(self.run_fingerprint, sets, inputs.exports)
-            check(inputs)
-            base = self.base_model(inputs)
-            baseline = self.baseline(inputs)
-            fingerprint = fingerprinting.result()
+        # Python's interpreter to the checks, and an input error does not wait for it
+        hashing = Background(self.run_fingerprint, sets, inputs.exports)
+        check(inputs)
+        base = self.base_model(inputs)
+        baseline = self.baseline(inputs)
+        fingerprint = hashing.result()
         concurrency = fetch_concurrency(self.args, usable_cpus())
         where = f"the folder {self.args.images}" if self.args.images else "their IIIF servers"
         logger.info(f"Images from {where}, {concurrency} at once")

@@ -5,12 +5,14 @@ import math
 import random
 import re
 import sqlite3
+import threading
 
 import pytest
 from arkindex_export import database
 
 from tests.exports import ExportBuilder, rectangle
 from worker_yolo_training import export
+from worker_yolo_training.export import reader as export_reader
 
 
 @pytest.fixture
@@ -116,8 +118,13 @@ def forest(builder, pages: int, seed: int) -> tuple[str, dict[str, list[str]]]:
     return dataset, expected
 
 
-def test_descendants_come_page_by_page_each_once_in_id_order(builder):
+@pytest.mark.parametrize("chunk", [3, 256])
+def test_descendants_come_page_by_page_each_once_in_id_order(builder, monkeypatch, chunk):
+    # read by chunks of `chunk` elements; some pages are listed twice in the set (read once)
+    monkeypatch.setattr(export_reader, "READ_CHUNK", chunk)
     dataset, expected = forest(builder, pages=40, seed=5)
+    for page in sorted(expected)[::7]:
+        builder.add_to_set(dataset, "train", page)
     with export.open_export(builder.path) as opened:
         pages = list(opened.iter_pages(dataset, "train"))
     assert [page.id for page in pages] == sorted(expected)
@@ -224,3 +231,22 @@ def test_polygon_texts_are_read_as_json_or_kept_as_text(builder, texts):
     if POLYGON_TEXTS[0] in read_as:
         assert repr(read_as[POLYGON_TEXTS[0]]) == "[[0, 0], [10, 0], [10, 10]]"
         assert repr(read_as[POLYGON_TEXTS[3]]) == "[[1.2345678901234568e+22, 0.0]]"
+
+
+def test_a_reader_left_by_its_thread_closes_from_another(tmp_path):
+    # The reader of a build abandoned mid-set is closed where the garbage collector runs
+    builder = ExportBuilder(tmp_path / "export.sqlite")
+    dataset = builder.dataset()
+    image = builder.image(100, 100)
+    page = builder.element("page", rectangle(0, 0, 100, 100), image)
+    builder.element("text_line", rectangle(1, 1, 10, 10), image, parents=(page,))
+    builder.add_to_set(dataset, "train", page)
+    builder.close()
+    reader = export.ChunkReader()
+    with export.open_export(builder.path) as opened:
+        (rows,) = reader.page_rows(opened.set_elements(dataset, "train").chunk(10))
+    assert len(rows[1]) == 1
+    closing = threading.Thread(target=reader.close)
+    closing.start()
+    closing.join()
+    assert reader.connections == {}

@@ -4,6 +4,7 @@ as when built in the main process; the processes stop with the builder."""
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import multiprocessing
 import os
@@ -229,15 +230,19 @@ def test_an_error_stops_the_worker_processes_at_once(export):
     assert not multiprocessing.active_children()
 
 
-def sizes_taken(rows_per_element: int, elements: int, late: int = 0) -> list[int]:
-    """The chunk sizes of a set of `elements` elements of `rows_per_element` rows each, when the
-    rows of each chunk are known `late` chunks after it is cut (chunks in flight)."""
+def sizes_taken(rows_per_element, elements: int, late: int = 0) -> list[int]:
+    """The chunk sizes of a set of `elements` elements of `rows_per_element` rows each (a number,
+    or a function of the element's index), when the rows of each chunk are known `late` chunks
+    after it is cut (chunks in flight)."""
+    rows_of = rows_per_element if callable(rows_per_element) else lambda _: rows_per_element
     sizes, taken, cut = ChunkSizes(), [], 0
     while cut < elements:
         taken.append(min(sizes.next(), elements - cut))
         cut += taken[-1]
         if len(taken) > late:
-            sizes.seen(taken[-1 - late], taken[-1 - late] * rows_per_element)
+            start = sum(taken[: -1 - late])
+            chunk = taken[-1 - late]
+            sizes.seen(chunk, sum(rows_of(index) for index in range(start, start + chunk)))
     return taken
 
 
@@ -256,6 +261,17 @@ def test_elements_with_many_rows_make_small_chunks_and_few_rows_large_ones():
     assert max(sizes_taken(5000, 40, late=4)) == FIRST_CHUNK_ELEMENTS
     assert set(sizes_taken(5000, 40)) == {FIRST_CHUNK_ELEMENTS, 1}
     assert max(sizes_taken(1, 5000)) == CHUNK_ELEMENTS
+
+
+def test_pages_that_get_heavier_make_smaller_chunks_at_once():
+    # 1000 pages of 10 rows, then pages of 2000: the chunks after the first heavy one fit
+    # CHUNK_ROWS at the heavy pages' rows, not at the average of all the set's pages so far
+    taken = sizes_taken(lambda index: 10 if index < 1000 else 2000, 2000)
+    ends = itertools.accumulate(taken)
+    after = [
+        size for size, end in zip(taken[1:], ends, strict=False) if end > 1000 + CHUNK_ELEMENTS
+    ]
+    assert after and max(after) == CHUNK_ROWS // 2000
 
 
 @pytest.mark.parametrize("processes", [1, 2])

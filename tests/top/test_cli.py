@@ -387,3 +387,14 @@ def test_large_buffers_reuse_freed_memory_instead_of_faulting_it_in_again():
     # glibc gave each freed scan's memory back to the system
     buffer_pages = 21 * 2**20 // 4096
     assert faults("program") < 2 * buffer_pages < 5 * buffer_pages < faults("python")
+
+
+def test_work_in_the_background_gives_its_value_or_its_error_and_never_holds_the_exit():
+    # The exports are hashed while they are checked: an input error must not wait for the hash
+    from worker_yolo_training.worker import Background
+
+    assert Background(sum, [1, 2]).result() == 3
+    failing = Background(int, "not a number")
+    with pytest.raises(ValueError, match="not a number"):
+        failing.result()
+    assert failing.thread.daemon

@@ -206,7 +206,10 @@ class ChunkReader:
         connection = self.connections.get(export)
         if connection is None:
             uri = f"{Path(export).resolve().as_uri()}?mode=ro"
-            connection = self.connections[export] = sqlite3.connect(uri, uri=True)
+            # Used by one thread at a time, but maybe closed by another (a generator that holds
+            # the reader, finalised by the garbage collector where it runs)
+            connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            self.connections[export] = connection
         self.statements += 1
         with closing(connection.execute(sql, params)) as cursor:
             return cursor.fetchall()

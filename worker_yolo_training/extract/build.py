@@ -56,23 +56,29 @@ def usable_cpus() -> int:
 
 
 class ChunkSizes:
-    """How many elements a set's next chunk takes (`FIRST_CHUNK_ELEMENTS`, then about
-    `CHUNK_ROWS` rows at the rows per element `seen` so far), as the chunks are built."""
+    """How many elements a set's next chunk takes: `FIRST_CHUNK_ELEMENTS`, then about
+    `CHUNK_ROWS` rows at the rows per element `seen` so far, or at the last chunk's when its
+    elements held more (a set whose pages get heavier makes smaller chunks at once)."""
 
     def __init__(self) -> None:
         self.elements = self.rows = 0
-        self.last = FIRST_CHUNK_ELEMENTS
+        self.last_elements = self.last_rows = 0
+        self.size = FIRST_CHUNK_ELEMENTS
 
     def seen(self, elements: int, rows: int) -> None:
         """A chunk of `elements` elements was read: `rows` rows with theirs."""
         self.elements += elements
         self.rows += rows
+        self.last_elements, self.last_rows = elements, rows
 
     def next(self) -> int:
         if self.rows:
-            fitting = CHUNK_ROWS * self.elements // self.rows
-            self.last = max(1, min(fitting, 2 * self.last, CHUNK_ELEMENTS))
-        return self.last
+            fitting = min(
+                CHUNK_ROWS * self.elements // self.rows,
+                CHUNK_ROWS * self.last_elements // self.last_rows,
+            )
+            self.size = max(1, min(fitting, 2 * self.size, CHUNK_ELEMENTS))
+        return self.size
 
 
 @dataclass(frozen=True)

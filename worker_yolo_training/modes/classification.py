@@ -92,7 +92,7 @@ def split_classes(
 ) -> dict[str, Counter]:
     """Per split, how many elements each class would get, and how many would be skipped for
     want of a class (by `Skip` reason): the class choice of every element, before any download
-    (two statements per set)."""
+    (one statement per set, then one per chunk of elements for their classifications)."""
     counts: dict[str, Counter] = {}
     for dataset_id, path in exports.items():
         with open_export(path) as export:
