@@ -113,7 +113,9 @@ def image_source(args, concurrency: int) -> ImageSource:
 
 class Background:
     """`function(*args)` run in a daemon thread (abandoned, not waited for, if the program ends
-    first); `result` waits for its value or raises its error."""
+    first); `result` waits for its value or raises its error. The exports are hashed so (a
+    second per 450 MB) while they are checked: hashing leaves Python's interpreter to the
+    checks, and an input error does not wait for it."""
 
     def __init__(self, function: Callable, *args):
         self.value: Any = None
@@ -195,9 +197,7 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         config = self.training_configuration()
         sets = self.selected_sets()
         inputs = RunInputs(config, tuple(sets), self.dataset_exports(sets))
-        # The exports are hashed (a second per 450 MB) while they are checked: hashing leaves
-        # Python's interpreter to the checks, and an input error does not wait for it
-        hashing = Background(self.run_fingerprint, sets, inputs.exports)
+        hashing = Background(self.run_fingerprint, sets, inputs.exports)  # while checking
         check(inputs)
         base = self.base_model(inputs)
         baseline = self.baseline(inputs)
