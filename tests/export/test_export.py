@@ -233,19 +233,14 @@ def test_polygon_texts_are_read_as_json_or_kept_as_text(builder, texts):
         assert repr(read_as[POLYGON_TEXTS[3]]) == "[[1.2345678901234568e+22, 0.0]]"
 
 
-def test_a_reader_left_by_its_thread_closes_from_another(tmp_path):
+def test_a_reader_left_by_its_thread_closes_from_another(builder):
     # The reader of a build abandoned mid-set is closed where the garbage collector runs
-    builder = ExportBuilder(tmp_path / "export.sqlite")
-    dataset = builder.dataset()
-    image = builder.image(100, 100)
-    page = builder.element("page", rectangle(0, 0, 100, 100), image)
-    builder.element("text_line", rectangle(1, 1, 10, 10), image, parents=(page,))
-    builder.add_to_set(dataset, "train", page)
+    dataset, expected = forest(builder, pages=3, seed=2)
     builder.close()
     reader = export.ChunkReader()
     with export.open_export(builder.path) as opened:
-        (rows,) = reader.page_rows(opened.set_elements(dataset, "train").chunk(10))
-    assert len(rows[1]) == 1
+        rows = reader.page_rows(opened.set_elements(dataset, "train").chunk(10))
+    assert [len(children) for _, children, _ in rows] == [len(expected[row[0]]) for row, *_ in rows]
     closing = threading.Thread(target=reader.close)
     closing.start()
     closing.join()
