@@ -206,10 +206,10 @@ def test_crops_too_small_for_ultralytics_are_skipped_and_counted():
         mirrored=False, image=ImageInfo("img", "http://s/img", 1000, 1000, 2),
     )  # fmt: skip
     config = parse_config({"class_names": ["word"], "image_size": 640})
-    build_sample = spec_for(config.mode).build_sample
-    assert build_sample(page, config) is Skip.TooSmall
+    build_samples = spec_for(config.mode).build_samples
+    assert build_samples([page], config) == [Skip.TooSmall]
     page.polygon = rectangle(0, 0, 300, 12)
-    assert isinstance(build_sample(page, config), Sample)
+    assert isinstance(build_samples([page], config)[0], Sample)
 
 
 def test_results_come_in_element_order_whatever_the_download_order(make_export, tmp_path):

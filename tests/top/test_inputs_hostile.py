@@ -27,7 +27,10 @@ from worker_yolo_training.export import (
 from worker_yolo_training.modes import spec_for
 
 CONFIG = TrainingConfig(class_names=("text_line",), image_size=320)
-build_sample = spec_for(CONFIG.mode).build_sample
+
+
+def build_sample(page, config):
+    return spec_for(config.mode).build_samples([page], config)[0]
 
 
 def small_export(path, sets=("train", "dev", "test")) -> tuple[str, str]:

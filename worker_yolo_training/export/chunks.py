@@ -22,7 +22,7 @@ from pathlib import Path
 from arkindex_export import Classification, Element, ElementPath
 from peewee import Select
 
-from worker_yolo_training.export.file import ExportError
+from worker_yolo_training.export.file import damaged
 
 # A dataset element's row, its descendants' rows, its classifications' rows (`ChunkReader`), each
 # of the latter two starting with the dataset element's id
@@ -194,9 +194,7 @@ class ChunkReader:
             )
             labels = self._classification_rows(chunk.export, ids) if chunk.classifications else []
         except sqlite3.DatabaseError as error:
-            raise ExportError(
-                f"Export {chunk.export} is damaged ({error}): download it again"
-            ) from None
+            raise damaged(chunk.export, error) from None
         descendants, classifications = _Groups(children), _Groups(labels)
         return [
             (row, descendants.take(row[0]), classifications.take(row[0])) for row in chunk.elements

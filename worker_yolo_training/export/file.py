@@ -33,6 +33,11 @@ class ExportError(Exception):
     """The export file cannot be read as an Arkindex export; the message names it and says why."""
 
 
+def damaged(path: Path, error: Exception) -> ExportError:
+    """The error for a damaged part of an export met while reading it."""
+    return ExportError(f"Export {path} is damaged ({error}): download it again")
+
+
 def _check_header(path: Path) -> None:
     """A SQLite file, complete: its header tells its page count and size (no full read)."""
     try:

@@ -30,7 +30,7 @@ from peewee import JOIN, DatabaseError, fn
 
 from worker_yolo_training.core import Skip, printable
 from worker_yolo_training.export.chunks import ChunkReader, PageRows, SetElements
-from worker_yolo_training.export.file import ExportError, check_export_file
+from worker_yolo_training.export.file import check_export_file, damaged
 
 logger = logging.getLogger(__name__)
 
@@ -361,7 +361,7 @@ def open_export(path: Path) -> Iterator[Export]:
     try:
         yield Export(path)
     except DatabaseError as error:
-        raise ExportError(f"Export {path} is damaged ({error}): download it again") from None
+        raise damaged(path, error) from None
     finally:
         if not export_database.is_closed():
             export_database.close()

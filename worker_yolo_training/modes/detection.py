@@ -118,13 +118,10 @@ class Detection:
     ) -> None:
         """Nothing more than `export.check_inputs` checks."""
 
-    def build_sample(self, page: Page, config: TrainingConfig) -> Sample | Skip:
-        """Labels of a dataset element in its oriented crop, and every object left out with
-        its reason."""
-        return self.build_samples([page], config)[0]
-
     def build_samples(self, pages: Sequence[Page], config: TrainingConfig) -> list[Sample | Skip]:
-        """`build_sample` of each element, their objects' geometry computed together."""
+        """Each dataset element's labels in its oriented crop, and every object left out with
+        its reason (or why the element has no sample); their objects' geometry computed
+        together."""
         crops = [element_crop(page, config.image_size) for page in pages]
         chosen = [
             (page, crop, *kept_children(page, config))
