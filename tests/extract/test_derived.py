@@ -17,7 +17,7 @@ from worker_yolo_training.extract import (
     measure_elements,
     sizes_table,
 )
-from worker_yolo_training.extract.shape import INSIDE_SHARE
+from worker_yolo_training.extract.shape import INSIDE_SHARE, PENDING_VALUES
 
 
 def box(cx, cy, w, h) -> Label:
@@ -166,6 +166,7 @@ def test_memory_stays_bounded_and_time_linear_on_100k_objects():
     for index in range(200):
         shape.add_element("train", f"page{index}", page, (1000, 700))
     elapsed = time.perf_counter() - start
+    assert shape.pending_count < PENDING_VALUES  # elements sorted by class in batches
     sizes = shape.sizes["train"]["text_line"]
     assert sizes.pending_count < 20_000  # binned in batches
     sizes.flush()
@@ -304,3 +305,30 @@ def test_an_object_at_the_nesting_share_is_told_as_geos_tells_it(shift):
     )
     inside = shapely.area(shapely.intersection(inner, outer)) >= INSIDE_SHARE * inner.area
     assert shape.nested == ({("line", "zone"): 1} if inside else {})
+
+
+def test_sizes_gathered_in_batches_are_those_of_each_element_alone():
+    """Elements wait to be sorted by class in batches: the figures, and the order of splits and
+    classes, are those of sizes sorted after each element, whatever the batches."""
+    rng = np.random.default_rng(3)
+    elements = []
+    for index in range(300):
+        names = rng.choice(["text_line", "zone", "figure"], size=int(rng.integers(0, 80)))
+        objects = [(str(name), box(*rng.uniform(0.05, 0.5, 4))) for name in names]
+        elements.append((["train", "val", "test"][index % 3], f"page{index}", objects))
+    batched = DatasetShape(Mode.BBox, ["zone", "text_line", "figure"])
+    alone = DatasetShape(Mode.BBox, ["zone", "text_line", "figure"])
+    for split, element, objects in elements:
+        batched.add_element(split, element, objects, (1000, 700))
+        alone.add_element(split, element, objects, (1000, 700))
+        alone.flush()
+        assert alone.pending_count == 0
+    assert batched.pending_count > 0  # some still waiting
+    assert batched.figures(640) == alone.figures(640)
+    for split in alone.sizes:
+        assert list(batched.sizes[split]) == list(alone.sizes[split])
+        for name, sizes in alone.sizes[split].items():
+            sizes.flush()
+            batched.sizes[split][name].flush()
+            assert (sizes.thickness.counts == batched.sizes[split][name].thickness.counts).all()
+    assert list(batched.sizes) == list(alone.sizes)

@@ -232,8 +232,12 @@ class DatasetShape:
     def __init__(self, mode: Mode, class_names: list[str]):
         self.mode = mode
         self.class_names = list(class_names)
-        #: per split and class, the objects' sizes
-        self.sizes: dict[str, dict[str, ObjectSizes]] = {}
+        # per split and class, the objects' sizes (`sizes`)
+        self._sizes: dict[str, dict[str, ObjectSizes]] = {}
+        # per split, elements not yet in `_sizes`: sorted by class in batches, numpy's per-call
+        # cost dominates elements
+        self.pending: dict[str, list[ElementShape]] = {}
+        self.pending_count = 0
         # per split: the largest number of objects on one element, and that element
         self.densest: dict[str, tuple[int, str | None]] = {}
         #: (inner class, outer class) → objects of the first inside one of the second
@@ -259,14 +263,33 @@ class DatasetShape:
         if not shape.classes:
             return
         self.objects.update(shape.classes)
-        self.nested.update(shape.nested)
-        names = np.array(shape.classes)
-        sizes = self.sizes.setdefault(split, {})
-        for name in dict.fromkeys(shape.classes):
-            chosen = names == name
-            sizes.setdefault(name, ObjectSizes()).add(
-                shape.thickness[chosen], shape.width[chosen], shape.height[chosen]
-            )
+        if shape.nested:
+            self.nested.update(shape.nested)
+        self.pending.setdefault(split, []).append(shape)
+        self.pending_count += len(shape.classes)
+        if self.pending_count >= PENDING_VALUES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Sort the pending elements' sizes by class."""
+        for split, shapes in self.pending.items():
+            names = np.array([name for shape in shapes for name in shape.classes])
+            thickness = np.concatenate([shape.thickness for shape in shapes])
+            width = np.concatenate([shape.width for shape in shapes])
+            height = np.concatenate([shape.height for shape in shapes])
+            sizes = self._sizes.setdefault(split, {})
+            for name in dict.fromkeys(names.tolist()):
+                chosen = names == name
+                sizes.setdefault(name, ObjectSizes()).add(
+                    thickness[chosen], width[chosen], height[chosen]
+                )
+        self.pending, self.pending_count = {}, 0
+
+    @property
+    def sizes(self) -> dict[str, dict[str, ObjectSizes]]:
+        """Per split and class, the objects' sizes."""
+        self.flush()
+        return self._sizes
 
     def figures(self, image_size: int, mask_ratio: int = DEFAULT_MASK_RATIO) -> dict:
         """Per split and class, the size figures for `summary.json`; the densest element of each
