@@ -1,12 +1,14 @@
 """Entry point: `worker-yolo-training`. `--database` selects local mode (no Arkindex at all).
 
 Process-wide settings are made here, and only here: how the garbage collector treats the
-program's modules, how glibc's allocator keeps freed memory."""
+program's modules, how glibc's allocator keeps freed memory, how many threads numpy's BLAS
+starts."""
 
 from __future__ import annotations
 
 import ctypes
 import gc
+import os
 import sys
 
 # glibc's `mallopt` parameters (malloc.h)
@@ -36,6 +38,14 @@ def keep_freed_memory() -> bool:
     return bool(mapped and kept)
 
 
+def single_threaded_blas() -> None:
+    """One thread for OpenBLAS, numpy's linear algebra, unless the user chose otherwise: it
+    starts a thread per CPU when numpy is imported, and each spins for a while before sleeping
+    (0.13 CPU-s a process on this 2-CPU machine, taken from the extraction's worker processes as
+    they start). The program's matrix products are of 2 × 4 matrices; torch has its own threads."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def is_local(argv: list[str]) -> bool:
     """Local mode is decided before the worker exists, as base-worker builds its API client in
     its constructor (help needs no client either)."""
@@ -46,6 +56,7 @@ def is_local(argv: list[str]) -> bool:
 
 def main() -> None:
     keep_freed_memory()
+    single_threaded_blas()  # before numpy is imported
     # The program's modules are imported with the cyclic garbage collector off, then frozen:
     # they live as long as the process, and collecting while they were made (numpy, the Arkindex
     # client, shapely: over 100,000 objects) cost up to a sixth of the imports' time. Later

@@ -352,6 +352,41 @@ def test_the_program_imports_its_modules_without_collecting_then_freezes_them():
     assert int(frozen) > 50_000 and enabled == "True" and full_collections == "0"
 
 
+THREADS = """
+import os, sys
+if sys.argv[1] == "program":  # the program imports numpy after its settings
+    sys.argv = ["worker-yolo-training", "--help"]
+    from worker_yolo_training.cli import main
+    try:
+        main()
+    except SystemExit:
+        pass
+import numpy
+print("threads", len(os.listdir("/proc/self/task")))
+"""
+
+
+def threads(setting: str, **environ: str) -> int:
+    env = {key: value for key, value in os.environ.items() if key != "OPENBLAS_NUM_THREADS"}
+    process = subprocess.run(
+        [sys.executable, "-c", THREADS, setting],
+        capture_output=True, text=True, check=True, env={**env, **environ},
+    )  # fmt: skip
+    (line,) = (line for line in process.stdout.splitlines() if line.startswith("threads"))
+    return int(line.split()[1])
+
+
+@pytest.mark.skipif(
+    not os.path.isdir("/proc/self/task") or len(os.sched_getaffinity(0)) < 2,
+    reason="threads counted in /proc, where OpenBLAS starts one per CPU",
+)
+def test_numpy_starts_no_blas_threads_unless_the_user_asks_for_them():
+    # Each OpenBLAS thread spins for a while once numpy is imported: 0.13 CPU-s a process
+    assert threads("python") > 1
+    assert threads("program") == 1
+    assert threads("program", OPENBLAS_NUM_THREADS="2") == 2
+
+
 BUFFERS = """
 import resource, sys, threading
 if sys.argv[1] == "program":  # what the program sets before it runs
