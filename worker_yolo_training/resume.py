@@ -7,11 +7,10 @@ unchanged and complete, and continues training from `training/weights/last.pt`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,16 +33,14 @@ def run_fingerprint(
     raw_config: Mapping[str, Any],
     sets: Sequence[DatasetSet],
     exports: Mapping[str, Path],
+    digest: Callable[[Path], str],
     images: Path | None,
 ) -> dict:
-    """What a run's dataset and training depend on, as JSON values."""
-    digests = {}
-    for dataset_id, path in sorted(exports.items()):
-        with open(path, "rb") as export:
-            digests[dataset_id] = hashlib.file_digest(export, "sha256").hexdigest()
+    """What a run's dataset and training depend on, as JSON values; each dataset's export by
+    its `digest` (its SHA-256, `cli.ExportDigests`)."""
     return {
         "version": FINGERPRINT_VERSION,
-        "exports": digests,
+        "exports": {dataset_id: digest(path) for dataset_id, path in sorted(exports.items())},
         "configuration": json.loads(json.dumps(raw_config, sort_keys=True, default=str)),
         "sets": sorted(f"{s.dataset.id}:{s.name}" for s in sets),
         "images": str(images.resolve()) if images else None,

@@ -113,9 +113,9 @@ def image_source(args, concurrency: int) -> ImageSource:
 
 class Background:
     """`function(*args)` run in a daemon thread (abandoned, not waited for, if the program ends
-    first); `result` waits for its value or raises its error. The exports are hashed so (a
-    second per 450 MB) while they are checked: hashing leaves Python's interpreter to the
-    checks, and an input error does not wait for it."""
+    first); `result` waits for its value or raises its error. The run's fingerprint is made so
+    while the inputs are checked: it waits for the exports' hashing (a second per 450 MB, begun
+    before the imports, `cli.ExportDigests`), which an input error does not wait for."""
 
     def __init__(self, function: Callable, *args):
         self.value: Any = None
@@ -143,9 +143,9 @@ def _interrupt(signal_number, frame):
 class YoloTrainingWorker(DatasetWorker, TrainingMixin):
     """Trains an Ultralytics YOLO model on the sets of an Arkindex dataset and publishes it."""
 
-    def __init__(self, local: bool = False):
-        # Local mode must not build an API client: it would fetch an OpenAPI schema
-        self.local = local
+    def __init__(self, local: bool, digests: Callable[[Path], str]):
+        self.local = local  # then no API client is built: it would fetch an OpenAPI schema
+        self.digests = digests  # of the exports, for run.json (`cli.ExportDigests`)
         super().__init__(description="Train Ultralytics YOLO models on Arkindex datasets")
 
     # ------------------------------------------------------------ base-worker hooks
@@ -342,7 +342,7 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         Arkindex, where a task is not resumed."""
         if not self.local:
             return {}
-        return run_fingerprint(self.config, sets, exports, self.args.images)
+        return run_fingerprint(self.config, sets, exports, self.digests, self.args.images)
 
     def image_stores(self, config: TrainingConfig, root: Path, concurrency: int):
         """The image stores, in a cache kept between runs (a scratch folder with --no-cache)."""

@@ -1,5 +1,6 @@
 """The console script in local mode: extraction, errors before downloads, and the sample end to end."""
 
+import hashlib
 import json
 import os
 import platform
@@ -14,6 +15,7 @@ from PIL import Image
 
 from tests.exports import ExportBuilder, rectangle
 from tests.helpers import SAMPLE, polygon_points, run_local, write_config
+from worker_yolo_training.cli import ExportDigests
 
 
 @pytest.fixture
@@ -352,6 +354,54 @@ def test_the_program_imports_its_modules_without_collecting_then_freezes_them():
     assert int(frozen) > 50_000 and enabled == "True" and full_collections == "0"
 
 
+HASHING = """
+import hashlib, sys
+started = []
+file_digest = hashlib.file_digest
+def recorded(file, digest):
+    started.append("numpy" in sys.modules)
+    return file_digest(file, digest)
+hashlib.file_digest = recorded
+sys.argv = ["worker-yolo-training", "--database", sys.argv[1], "--help"]
+from worker_yolo_training.cli import main
+try:
+    main()
+except SystemExit:
+    print("numpy imported when hashing began:", *started)
+"""
+
+
+def test_the_database_is_hashed_while_the_program_is_imported(tmp_path):
+    # The digest --resume compares takes a second per 450 MB: begun before the imports, on a CPU
+    # they leave idle, it no longer delays the extraction
+    export = tmp_path / "export.sqlite"
+    export.write_bytes(b"SQLite format 3\x00" + bytes(1 << 20))
+    process = subprocess.run(
+        [sys.executable, "-c", HASHING, str(export)], capture_output=True, text=True, check=True
+    )
+    assert "numpy imported when hashing began: False" in process.stdout
+
+
+def test_export_digests_are_sha256_of_those_begun_at_once_or_of_others_when_asked(tmp_path):
+    first, second = tmp_path / "first.sqlite", tmp_path / "second.sqlite"
+    first.write_bytes(b"first" * 1000)
+    second.write_bytes(b"second")
+    digests = ExportDigests([first])
+    assert digests(first) == hashlib.sha256(first.read_bytes()).hexdigest()
+    assert digests(second) == hashlib.sha256(b"second").hexdigest()
+    with pytest.raises(FileNotFoundError):
+        digests(tmp_path / "missing.sqlite")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_named_pipe_given_as_database_is_not_opened_at_start(tmp_path):
+    # Opening it would wait for a writer: the worker then reports it as not a file
+    fifo = tmp_path / "export.sqlite"
+    os.mkfifo(fifo)
+    digests = ExportDigests([fifo])
+    assert digests.threads == {}
+
+
 THREADS = """
 import os, sys
 if sys.argv[1] == "program":  # the program imports numpy after its settings
@@ -367,7 +417,9 @@ print("threads", len(os.listdir("/proc/self/task")))
 
 
 def threads(setting: str, **environ: str) -> int:
-    env = {key: value for key, value in os.environ.items() if key != "OPENBLAS_NUM_THREADS"}
+    # OpenBLAS also reads OMP_NUM_THREADS, which importing Ultralytics sets in this process
+    chosen = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "GOTO_NUM_THREADS")
+    env = {key: value for key, value in os.environ.items() if key not in chosen}
     process = subprocess.run(
         [sys.executable, "-c", THREADS, setting],
         capture_output=True, text=True, check=True, env={**env, **environ},

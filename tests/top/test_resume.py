@@ -4,10 +4,14 @@ with the reason."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import shutil
 import signal
+import sqlite3
 import subprocess
 import time
+from contextlib import closing
 
 import yaml
 
@@ -98,3 +102,20 @@ def test_an_unfinished_dataset_is_extracted_again(tmp_path):
     assert process.returncode == 0, process.stderr[-3000:]
     assert "dataset extracted again" in process.stderr
     assert (output / "dataset" / "summary.json").is_file()
+
+
+def test_run_json_holds_the_export_digest_and_a_changed_export_is_not_resumed(tmp_path):
+    export = tmp_path / "export.sqlite"
+    shutil.copyfile(SAMPLE / "export.sqlite", export)
+    output, config = tmp_path / "out", sample_config(tmp_path)
+    run_local(export, config, output, "--images", SAMPLE / "images")
+    recorded = json.loads((output / "run.json").read_text())["exports"]
+    assert list(recorded.values()) == [hashlib.sha256(export.read_bytes()).hexdigest()]
+
+    with closing(sqlite3.connect(export)) as connection, connection:
+        connection.execute("UPDATE element SET name = name || ' (renamed)'")
+    changed = run_local(
+        export, config, output, "--images", SAMPLE / "images", "--resume", check=False
+    )
+    assert changed.returncode == 2
+    assert "the exports changed" in changed.stderr, changed.stderr[-2000:]
