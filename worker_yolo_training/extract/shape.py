@@ -273,13 +273,16 @@ class DatasetShape:
     def flush(self) -> None:
         """Sort the pending elements' sizes by class."""
         for split, shapes in self.pending.items():
-            names = np.array([name for shape in shapes for name in shape.classes])
+            names = list(dict.fromkeys(chain.from_iterable(shape.classes for shape in shapes)))
+            numbers = {name: number for number, name in enumerate(names)}
+            classes = chain.from_iterable(shape.classes for shape in shapes)
+            codes = np.fromiter(map(numbers.__getitem__, classes), np.intp)
             thickness = np.concatenate([shape.thickness for shape in shapes])
             width = np.concatenate([shape.width for shape in shapes])
             height = np.concatenate([shape.height for shape in shapes])
             sizes = self._sizes.setdefault(split, {})
-            for name in dict.fromkeys(names.tolist()):
-                chosen = names == name
+            for number, name in enumerate(names):
+                chosen = codes == number
                 sizes.setdefault(name, ObjectSizes()).add(
                     thickness[chosen], width[chosen], height[chosen]
                 )
