@@ -402,18 +402,25 @@ def test_a_named_pipe_given_as_database_is_not_opened_at_start(tmp_path):
     assert digests.threads == {}
 
 
-THREADS = """
-import os, sys
-if sys.argv[1] == "program":  # the program imports numpy after its settings
+# A probe's start: with "program", the program makes its process-wide settings (and imports
+# itself), as when it runs; with "python", nothing is set
+PROGRAM = """
+import sys
+if sys.argv[1] == "program":
     sys.argv = ["worker-yolo-training", "--help"]
     from worker_yolo_training.cli import main
     try:
         main()
     except SystemExit:
         pass
-import numpy
+"""
+THREADS = (
+    PROGRAM
+    + """
+import os, numpy
 print("threads", len(os.listdir("/proc/self/task")))
 """
+)
 
 
 def threads(setting: str, **environ: str) -> int:
@@ -439,15 +446,10 @@ def test_numpy_starts_no_blas_threads_unless_the_user_asks_for_them():
     assert threads("program", OPENBLAS_NUM_THREADS="2") == 2
 
 
-BUFFERS = """
-import resource, sys, threading
-if sys.argv[1] == "program":  # what the program sets before it runs
-    sys.argv = ["worker-yolo-training", "--help"]
-    from worker_yolo_training.cli import main
-    try:
-        main()
-    except SystemExit:
-        pass
+BUFFERS = (
+    PROGRAM
+    + """
+import resource, threading
 def images():  # an image thread: a decoded scan, its crop, its resized image, then the next
     for _ in range(20):
         buffers = [bytearray(size << 20) for size in (7, 9, 5)]
@@ -458,6 +460,7 @@ thread.start()
 thread.join()
 print("faults", resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
+)
 
 
 def faults(setting: str) -> int:
