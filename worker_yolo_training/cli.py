@@ -59,7 +59,7 @@ class ExportDigests:
 
     def __init__(self, paths: Iterable[Path] = ()):
         self.threads: dict[str, threading.Thread] = {}
-        self.digests: dict[str, str | OSError] = {}
+        self.digests: dict[str, str | Exception] = {}
         for path in paths:
             key = os.path.abspath(path)
             if _regular_file(key):  # opening a FIFO would wait: the worker says what is wrong
@@ -78,7 +78,7 @@ class ExportDigests:
         else:
             thread.join()
         digest = self.digests[key]
-        if isinstance(digest, OSError):
+        if isinstance(digest, Exception):
             raise digest
         return digest
 
@@ -86,7 +86,7 @@ class ExportDigests:
         try:
             with open(key, "rb") as file:
                 self.digests[key] = hashlib.file_digest(file, "sha256").hexdigest()
-        except OSError as error:
+        except Exception as error:  # raised where the digest is asked for, not in the thread
             self.digests[key] = error
 
 
