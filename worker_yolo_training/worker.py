@@ -12,12 +12,10 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 from arkindex.exceptions import ErrorResponse
@@ -111,31 +109,6 @@ def image_source(args, concurrency: int) -> ImageSource:
     )
 
 
-class Background:
-    """`function(*args)` run in a daemon thread (abandoned, not waited for, if the program ends
-    first); `result` waits for its value or raises its error. The run's fingerprint is made so
-    while the inputs are checked: it waits for the exports' hashing (a second per 450 MB, begun
-    before the imports, `cli.ExportDigests`), which an input error does not wait for."""
-
-    def __init__(self, function: Callable, *args):
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self.run, args=(function, args), daemon=True)
-        self.thread.start()
-
-    def run(self, function: Callable, args: tuple) -> None:
-        try:
-            self.value = function(*args)
-        except BaseException as error:  # raised by `result`, in the thread that waits
-            self.error = error
-
-    def result(self) -> Any:
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
 def _interrupt(signal_number, frame):
     raise Interrupted(signal_number)
 
@@ -197,11 +170,10 @@ class YoloTrainingWorker(DatasetWorker, TrainingMixin):
         config = self.training_configuration()
         sets = self.selected_sets()
         inputs = RunInputs(config, tuple(sets), self.dataset_exports(sets))
-        hashing = Background(self.run_fingerprint, sets, inputs.exports)  # while checking
         check(inputs)
         base = self.base_model(inputs)
         baseline = self.baseline(inputs)
-        fingerprint = hashing.result()
+        fingerprint = self.run_fingerprint(sets, inputs.exports)  # hashed since the start
         concurrency = fetch_concurrency(self.args, usable_cpus())
         where = f"the folder {self.args.images}" if self.args.images else "their IIIF servers"
         logger.info(f"Images from {where}, {concurrency} at once")

@@ -479,12 +479,15 @@ def test_large_buffers_reuse_freed_memory_instead_of_faulting_it_in_again():
     assert faults("program") < 2 * buffer_pages < 5 * buffer_pages < faults("python")
 
 
-def test_work_in_the_background_gives_its_value_or_its_error_and_never_holds_the_exit():
-    # The exports are hashed while they are checked: an input error must not wait for the hash
-    from worker_yolo_training.worker import Background
-
-    assert Background(sum, [1, 2]).result() == 3
-    failing = Background(int, "not a number")
+def test_an_error_of_the_hashing_thread_is_raised_where_the_digest_is_asked_for(
+    tmp_path, monkeypatch
+):
+    # The thread never holds the exit (an input error does not wait for the hash), and what it
+    # met is raised in the thread that needs the digest
+    export = tmp_path / "export.sqlite"
+    export.write_bytes(b"export")
+    monkeypatch.setattr(hashlib, "file_digest", lambda file, name: int("not a number"))
+    digests = ExportDigests([export])
+    assert all(thread.daemon for thread in digests.threads.values()) and digests.threads
     with pytest.raises(ValueError, match="not a number"):
-        failing.result()
-    assert failing.thread.daemon
+        digests(export)
