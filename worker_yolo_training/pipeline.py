@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,7 +25,7 @@ from arkindex_worker.models import DatasetSet
 
 from worker_yolo_training import export, train
 from worker_yolo_training.config import TrainingConfig, key_of, recorded_settings
-from worker_yolo_training.core import RunLayout, inference_settings, printable, read_truths
+from worker_yolo_training.core import RunLayout, inference_settings, read_truths
 from worker_yolo_training.evaluate import (
     COMPARED_SPLITS,
     Comparison,
@@ -36,6 +37,7 @@ from worker_yolo_training.extract import (
     DatasetWriter,
     ExtractedDataset,
     SampleBuilder,
+    SetSource,
     usable_cpus,
 )
 from worker_yolo_training.images import CropStore, ImageSource
@@ -103,6 +105,14 @@ def crop_stores(source: ImageSource, folder: Path, contrast: bool, keep: bool) -
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def set_source(opened: export.Export, mode: ModeSpec, chosen: DatasetSet) -> SetSource:
+    """A set to extract from its open export: its dataset elements and how many there are."""
+    dataset = chosen.dataset
+    total = opened.set_sizes(dataset.id).get(chosen.name)
+    elements = mode.set_elements(opened, dataset.id, chosen.name)
+    return SetSource(chosen.name, dataset.name, elements, total)
+
+
 def extract(
     inputs: RunInputs,
     stores: Stores,
@@ -122,15 +132,12 @@ def extract(
         previous,
     )  # fmt: skip
     with export.StatementCounter() as statements, builder:
-        for dataset_set in inputs.sets:
-            dataset = dataset_set.dataset
-            logger.info(
-                f"Extracting set {printable(dataset_set.name)} of dataset {printable(dataset.name)}"
-            )
-            with export.open_export(inputs.exports[dataset.id]) as opened:
-                total = opened.set_sizes(dataset.id).get(dataset_set.name)
-                elements = mode.set_elements(opened, dataset.id, dataset_set.name)
-                writer.add_set(dataset_set.name, elements, total)
+        # one export open at a time: the sets of each, in order, written together
+        for path, sets in groupby(
+            inputs.sets, key=lambda chosen: inputs.exports[chosen.dataset.id]
+        ):
+            with export.open_export(path) as opened:
+                writer.add_sets([set_source(opened, mode, chosen) for chosen in sets])
     logger.info(f"Extraction SQL statements: {statements.count + builder.statements}")
     return writer.finish()
 

@@ -43,7 +43,7 @@ from worker_yolo_training.core import (
     RunLayout,
     output_lock,
 )
-from worker_yolo_training.extract import usable_cpus
+from worker_yolo_training.extract import WorkerStopped, usable_cpus
 from worker_yolo_training.images import (
     FolderSource,
     IIIFSource,
@@ -68,8 +68,8 @@ from worker_yolo_training.resume import run_fingerprint, start_run
 
 logger = logging.getLogger(__name__)
 
-# Problems in the user's input (or in what it asks of the machine: GPU memory): reported as one
-# clear message, no traceback, exit status 2
+# Problems in the user's input (or in what it asks of the machine: GPU memory, memory for the
+# extraction's worker processes): reported as one clear message, no traceback, exit status 2
 INPUT_ERRORS = (
     ConfigurationError,
     export.ExtractionError,
@@ -80,6 +80,7 @@ INPUT_ERRORS = (
     ImageServerUnreachable,
     StorageError,
     train.OutOfGpuMemory,
+    WorkerStopped,
 )
 
 

@@ -8,10 +8,12 @@ import itertools
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,11 +22,12 @@ from tests.exports import ExportBuilder, damaged_at_the_descendants, rectangle, 
 from worker_yolo_training.config import parse_config
 from worker_yolo_training.core import Mode, Skip
 from worker_yolo_training.export import ExportError, SetElements, open_export
-from worker_yolo_training.extract import SampleBuilder
+from worker_yolo_training.extract import SampleBuilder, WorkerStopped
 from worker_yolo_training.extract.build import (
     CHUNK_ELEMENTS,
     CHUNK_ROWS,
     FIRST_CHUNK_ELEMENTS,
+    ChunkPool,
     ChunkSizes,
     LabelFiles,
 )
@@ -228,6 +231,70 @@ def test_an_error_stops_the_worker_processes_at_once(export):
         for _ in builder.build(spec.set_elements(opened, dataset, "train")):
             raise KeyboardInterrupt
     assert not multiprocessing.active_children()
+
+
+@dataclass(frozen=True)
+class KilledWhileBuilding:
+    """A layout whose worker processes are killed as they build a chunk (SIGKILL, what the
+    system's out-of-memory killer sends)."""
+
+    main: int  # the process of the test, where nothing is killed
+
+    def build_samples(self, pages, config):
+        if os.getpid() != self.main:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return [Skip.NoImage for _ in pages]
+
+
+def test_a_worker_process_killed_while_building_stops_the_extraction_with_a_clear_error(export):
+    # multiprocessing's pool would wait for the chunk of a killed worker forever
+    database, dataset = export
+    config = parse_config({"class_names": ["text_line"], "mode": "segment"})
+    rows = spec_for(Mode.Segment).set_elements
+    raised = []
+
+    def extract() -> None:
+        builder = SampleBuilder(KilledWhileBuilding(os.getpid()), config, 2)
+        try:
+            with open_export(database) as opened, builder:
+                list(builder.build(rows(opened, dataset, "train")))
+        except WorkerStopped as error:
+            raised.append(error)
+
+    extracting = threading.Thread(target=extract, daemon=True)
+    extracting.start()
+    extracting.join(30)  # a liveness bound, not a timing: the build must end
+    assert not extracting.is_alive()
+    assert raised and raised[0].exitcode == -signal.SIGKILL
+    assert "was killed by SIGKILL" in str(raised[0]) and "out of memory" in str(raised[0])
+    assert not multiprocessing.active_children()
+
+
+def pool_result(size: int) -> bytes:
+    return b"x" * size
+
+
+def wakeups(thread: threading.Thread) -> int:
+    """How many times a thread has slept and woken (Linux's count of its voluntary switches)."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="Linux's per-thread counts")
+def test_the_pools_maintenance_thread_sleeps_while_results_arrive():
+    # CPython's pool wakes the thread that maintains its worker processes whenever its result
+    # pipe is readable, which that thread never reads: over a thousand times here. The thread
+    # is found by the name Python gives a thread after its function.
+    with ChunkPool(2, context=multiprocessing.get_context("fork")) as pool:
+        pool.apply(pool_result, (1,))
+        (maintainer,) = [t for t in threading.enumerate() if t.name.endswith("(_handle_workers)")]
+        before = wakeups(maintainer)
+        results = [pool.apply_async(pool_result, (20 << 20,)) for _ in range(4)]
+        end = time.perf_counter() + 0.5
+        while time.perf_counter() < end:
+            pass  # this thread holds the interpreter, as the extraction's does: results wait
+        assert [len(result.get()) for result in results] == [20 << 20] * 4
+        assert wakeups(maintainer) - before < 50
 
 
 def sizes_taken(rows_per_element, elements: int, late: int = 0) -> list[int]:

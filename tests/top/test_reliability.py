@@ -21,6 +21,7 @@ from PIL import Image
 from tests.exports import ExportBuilder, rectangle
 from tests.helpers import ROOT, console_script, run_cli, run_local, summary, write_config
 from tests.interrupting import SENT
+from worker_yolo_training.extract import usable_cpus
 
 
 @pytest.fixture
@@ -390,6 +391,21 @@ def training_run(tmp_path_factory):
     reference = root / "reference"
     run_cli(*arguments, "--output", reference)
     return [str(argument) for argument in arguments], reference
+
+
+@pytest.mark.skipif(usable_cpus() < 2, reason="the extraction forks worker processes")
+def test_a_worker_process_killed_during_the_extraction_ends_the_run_at_once(tmp_path, make_export):
+    # multiprocessing's pool would wait for the killed process' chunk forever
+    export = make_export(pages=12)
+    command = [
+        sys.executable, "-m", "tests.interrupting", "worker-killed", "--dev", "--database",
+        export.database, "--config", export.config, "--output", tmp_path / "out",
+        "--extract-only", "--no-cache",
+    ]  # fmt: skip
+    process = subprocess.run(
+        list(map(str, command)), cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    clean_exit_2(process, "A worker process of the extraction was killed by SIGKILL", "memory")
 
 
 def outputs(output):

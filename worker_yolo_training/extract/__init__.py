@@ -2,7 +2,7 @@
 crop request and labels), the writer (images, labels, `summary.json`, the annotations the
 page-level evaluation reads), the dataset's shape and the Ultralytics settings derived from it."""
 
-from worker_yolo_training.extract.build import SampleBuilder, usable_cpus
+from worker_yolo_training.extract.build import SampleBuilder, WorkerStopped, usable_cpus
 from worker_yolo_training.extract.dataset import (
     DatasetFormat,
     ExtractedDataset,
@@ -26,7 +26,7 @@ from worker_yolo_training.extract.shape import (
     measure_elements,
 )
 from worker_yolo_training.extract.truth import TruthWriter
-from worker_yolo_training.extract.writer import DatasetWriter
+from worker_yolo_training.extract.writer import DatasetWriter, SetSource
 
 __all__ = [
     "DatasetFormat",
@@ -39,9 +39,11 @@ __all__ = [
     "PackedSample",
     "Sample",
     "SampleBuilder",
+    "SetSource",
     "Setting",
     "SplitReport",
     "TruthWriter",
+    "WorkerStopped",
     "derivation_from_summary",
     "derive",
     "element_crop",

@@ -19,7 +19,7 @@ import os
 import signal
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
@@ -43,6 +43,8 @@ FIRST_CHUNK_ELEMENTS = 4
 AHEAD = 2
 # Seconds a stopping pool is given (`terminate`)
 TERMINATE_WAIT = 2.0
+# A wait for a chunk checks this often (seconds) that the worker processes are still there
+WATCH_INTERVAL = 0.2
 
 # (dataset element id, its sample or why it has none)
 Built = tuple[str, PackedSample | Skip]
@@ -90,6 +92,26 @@ class LabelFiles:
     root: Path  # the dataset folder
     split: str
     previous: Path | None = None  # the previous run's dataset folder, moved aside
+
+
+def _always() -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class SetBuild:
+    """A set's elements to build (`SampleBuilder.build_sets`), their label files written in
+    `labels`; `truth` asked before each chunk whether its truth objects are still wanted.
+
+    With `overlap`, its first chunks go to the worker processes while the previous set's last
+    ones are built, not after: for a set of another split than the previous one. In one split,
+    an element of both sets keeps the label file of the first, which the writer removes when
+    its image fails: the second set's chunks must be built after that."""
+
+    elements: SetElements
+    labels: LabelFiles | None = None
+    truth: Callable[[], bool] = _always
+    overlap: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,6 +221,40 @@ def _start_worker() -> None:
     gc.freeze()
 
 
+class ChunkPool(Pool):
+    """multiprocessing's process pool, whose thread that maintains the worker processes wakes
+    only when one exits or the pool changes (a message on its notifier: the last result taken,
+    close, terminate).
+
+    CPython's (3.11 here, the same since 3.8) also wakes it whenever its result pipe is
+    readable, which that thread never reads: while a result is on its way (a chunk's are
+    hundreds of kilobytes, read in pieces by another thread), it wakes at once, again and
+    again. A warm extraction of 1000 pages woke it 2500 times: 45 ms of CPU, and as many
+    handovers of the interpreter lock taken from this process' other threads.
+    """
+
+    def _get_sentinels(self) -> list:
+        return [self._change_notifier._reader]
+
+
+class WorkerStopped(RuntimeError):
+    """A worker process that stopped while the pool was building: killed by the system (out of
+    memory) or crashed. multiprocessing's pool would wait for its chunk forever
+    (python/cpython#96062)."""
+
+    def __init__(self, exitcode: int):
+        self.exitcode = exitcode
+        try:
+            how = f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:  # a positive status, or a signal Python does not name
+            how = f"ended with status {exitcode}"
+        super().__init__(
+            f"A worker process of the extraction {how}: SIGKILL usually means the machine ran "
+            "out of memory. Give the run more memory, or fewer CPUs (one worker process runs "
+            "per usable CPU: `taskset`, a container's CPU limit)."
+        )
+
+
 def terminate(pool: Pool) -> None:
     """Stop the worker processes at once. `Pool.terminate` stops them, then waits for its
     thread that sends chunks: when that thread was pickling a chunk as the pool began to stop,
@@ -226,20 +282,25 @@ class SampleBuilder:
         forkable = "fork" in multiprocessing.get_all_start_methods()
         self.processes = processes if forkable else 1
         self.pool: Pool | None = None
+        self.workers: list[multiprocessing.process.BaseProcess] = []  # the pool's, as started
         # SQL statements the chunks took, wherever they were read (the log's count)
         self.statements = 0
 
     def __enter__(self) -> SampleBuilder:
         if self.processes > 1:
             context = multiprocessing.get_context("fork")
-            self.pool = context.Pool(self.processes, initializer=_start_worker)
+            before = set(multiprocessing.active_children())
+            self.pool = ChunkPool(self.processes, initializer=_start_worker, context=context)
+            self.workers = [p for p in multiprocessing.active_children() if p not in before]
         return self
 
     def __exit__(self, error_type, error, traceback) -> None:
         pool, self.pool = self.pool, None
+        workers, self.workers = self.workers, []
         if pool is None:
             return
-        if error_type is None:
+        # a worker killed while taking a chunk would keep the others from taking their stop
+        if error_type is None and all(worker.exitcode is None for worker in workers):
             pool.close()
             pool.join()
         else:
@@ -249,38 +310,80 @@ class SampleBuilder:
         self,
         elements: SetElements,
         labels: LabelFiles | None = None,
-        truth: Callable[[], bool] = lambda: True,
+        truth: Callable[[], bool] = _always,
     ) -> Iterator[Built]:
         """Each element's sample (or why it has none), in the order of `elements`, read by
         chunks (`ChunkSizes`); with `labels`, each sample's label file is written before the
         sample comes. `truth` is asked before each chunk is built whether its samples' truth
         objects are still wanted: they cost as much as their labels, and most training elements'
         are not written."""
-        sizes = ChunkSizes()
+        for _, built in self.build_sets([SetBuild(elements, labels, truth)]):
+            if built is not None:
+                yield built
+
+    def build_sets(self, sets: Iterable[SetBuild]) -> Iterator[tuple[int, Built | None]]:
+        """Each set's samples (`build`), set after set, each with its set's index, then
+        (index, None) once the set's are all given. A set that may `overlap` sends its first
+        chunks while the previous set's last ones are built: the worker processes do not wait
+        for one set to end before the next begins."""
         if self.pool is None:
-            with ChunkReader() as reader:
-                while chunk := elements.chunk(sizes.next()):
-                    self.statements += chunk.statements
-                    done = build_chunk(self.layout, self.config, chunk, reader, labels, truth())
-                    sizes.seen(len(chunk.elements), done.rows)
-                    yield from done.built
+            yield from self._build_here(sets)
             return
-        window: deque[tuple[int, AsyncResult]] = deque()
+        window: deque[tuple[int, ChunkSizes, int, AsyncResult | None]] = deque()
+        in_flight = 0
 
-        def oldest() -> list[Built]:
-            count, result = window.popleft()
-            done = _replayed(result.get())
+        def oldest() -> Iterator[tuple[int, Built | None]]:
+            nonlocal in_flight
+            index, sizes, count, result = window.popleft()
+            if result is None:  # the set's last chunk was the one before
+                yield index, None
+                return
+            in_flight -= 1
+            done = _replayed(self._result(result))
             sizes.seen(count, done.rows)
-            return done.built
+            for built in done.built:
+                yield index, built
 
-        while chunk := elements.chunk(sizes.next()):
-            self.statements += chunk.statements
-            task = (self.layout, self.config, chunk, labels, truth())
-            window.append((len(chunk.elements), self.pool.apply_async(_build_logged, task)))
-            if len(window) >= AHEAD * self.processes:
+        for index, chosen in enumerate(sets):
+            while window and not chosen.overlap:
                 yield from oldest()
+            sizes = ChunkSizes()
+            while chunk := chosen.elements.chunk(sizes.next()):
+                self.statements += chunk.statements
+                task = (self.layout, self.config, chunk, chosen.labels, chosen.truth())
+                result = self.pool.apply_async(_build_logged, task)
+                window.append((index, sizes, len(chunk.elements), result))
+                in_flight += 1
+                while in_flight >= AHEAD * self.processes:
+                    yield from oldest()
+            window.append((index, sizes, 0, None))
         while window:
             yield from oldest()
+
+    def _build_here(self, sets: Iterable[SetBuild]) -> Iterator[tuple[int, Built | None]]:
+        with ChunkReader() as reader:
+            for index, chosen in enumerate(sets):
+                sizes = ChunkSizes()
+                while chunk := chosen.elements.chunk(sizes.next()):
+                    self.statements += chunk.statements
+                    done = build_chunk(
+                        self.layout, self.config, chunk, reader, chosen.labels, chosen.truth()
+                    )
+                    sizes.seen(len(chunk.elements), done.rows)
+                    for built in done.built:
+                        yield index, built
+                yield index, None
+
+    def _result(self, result: AsyncResult) -> tuple[ChunkBuilt, list[logging.LogRecord]]:
+        """A chunk's result, once it comes; raises `WorkerStopped` as soon as a worker process
+        is seen stopped, as the pool would wait for its chunk forever (and, when it was killed
+        while taking a chunk, no other worker could take one)."""
+        while not result.ready():
+            result.wait(WATCH_INTERVAL)
+            stopped = [p.exitcode for p in self.workers if p.exitcode is not None]
+            if stopped and not result.ready():
+                raise WorkerStopped(stopped[0])
+        return result.get()
 
 
 def _replayed(result: tuple[ChunkBuilt, list[logging.LogRecord]]) -> ChunkBuilt:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import IO
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from worker_yolo_training.config import TrainingConfig
 from worker_yolo_training.core import SPLITS, DatasetFiles, Linker, Skip, disk_space, printable
 from worker_yolo_training.export import SetElements, split_of
-from worker_yolo_training.extract.build import LabelFiles, SampleBuilder
+from worker_yolo_training.extract.build import Built, LabelFiles, SampleBuilder, SetBuild
 from worker_yolo_training.extract.dataset import (
     DatasetFormat,
     ExtractedDataset,
@@ -78,6 +79,25 @@ def progress_bar(description: str, total: int | None) -> tqdm:
     )
 
 
+@dataclass(frozen=True)
+class SetSource:
+    """An Arkindex set to extract: its name, its dataset's (for the log), its dataset elements'
+    export rows, and how many there are (the progress bar's total)."""
+
+    name: str
+    dataset: str
+    elements: SetElements
+    total: int | None = None
+
+
+def _one_set(built: Iterator[tuple[int, Built | None]]) -> Iterator[Built]:
+    """The samples of the next set of `SampleBuilder.build_sets`, until its end."""
+    for _, sample in built:
+        if sample is None:
+            return
+        yield sample
+
+
 class DatasetWriter:
     """Builds the dataset folder from the sets of one or more Arkindex datasets."""
 
@@ -111,19 +131,42 @@ class DatasetWriter:
         self.builder = builder or SampleBuilder(layout, config)
         self.previous = previous
 
-    def add_set(self, set_name: str, elements: SetElements, total: int | None = None) -> None:
-        """Extract one Arkindex set (its dataset elements' export rows; `total` elements, for the
-        progress bar) into its split; other set names are skipped with a warning."""
-        split = split_of(set_name)
-        if split is None:
-            logger.warning(
-                f"Set {set_name!r} is not a training set (train, dev/val, test): skipped"
+    def add_sets(self, sets: Sequence[SetSource]) -> None:
+        """Extract Arkindex sets of one export into their splits, one after the other; other set
+        names are skipped with a warning. A set of another split than the previous one has its
+        first samples built while the previous one's last are (`SetBuild.overlap`)."""
+        chosen = []
+        for source in sets:
+            split = split_of(source.name)
+            if split is None:
+                logger.warning(
+                    f"Set {source.name!r} is not a training set (train, dev/val, test): skipped"
+                )
+                continue
+            self.layout.prepare_split(self.root, split)  # its label files may come early
+            chosen.append((source, split))
+        built = self.builder.build_sets(
+            SetBuild(
+                source.elements,
+                LabelFiles(self.root, split, self.previous),
+                partial(self.truths.wanted, split),
+                overlap=index > 0 and split != chosen[index - 1][1],
             )
-            return
+            for index, (source, split) in enumerate(chosen)
+        )
+        for source, _ in chosen:
+            logger.info(
+                f"Extracting set {printable(source.name)} of dataset {printable(source.dataset)}"
+            )
+            self.add_set(source.name, _one_set(built), source.total)
+
+    def add_set(self, set_name: str, built: Iterator[Built], total: int | None = None) -> None:
+        """Write one set (of a training split) from its elements' samples as they are built
+        (`total` elements, for the progress bar)."""
+        split = split_of(set_name)
         report = self.reports[split]
         report.sets.append(set_name)
-        self.layout.prepare_split(self.root, split)
-        samples = self._samples(split, elements)
+        samples = self._samples(split, built)
         read_before = report.elements
         with progress_bar(f"Elements of {split} ({set_name})", total) as progress:
             for sample, outcome in fetch_all(samples, self.store, self._known, self.concurrency):
@@ -138,11 +181,9 @@ class DatasetWriter:
                 )
             progress.update(report.elements - read_before - progress.n)
 
-    def _samples(self, split: str, elements: SetElements) -> Iterator[PackedSample]:
+    def _samples(self, split: str, built: Iterator[Built]) -> Iterator[PackedSample]:
         report = self.reports[split]
-        labels = LabelFiles(self.root, split, self.previous)
-        wanted = partial(self.truths.wanted, split)
-        for element_id, sample in self.builder.build(elements, labels, wanted):
+        for element_id, sample in built:
             report.elements += 1
             if isinstance(sample, Skip):
                 report.skipped[sample] += 1
