@@ -18,7 +18,7 @@ from worker_yolo_training.config import parse_config
 from worker_yolo_training.core import Skip
 from worker_yolo_training.export import open_export
 from worker_yolo_training.extract import SampleBuilder
-from worker_yolo_training.extract.build import SetBuild
+from worker_yolo_training.extract.build import FIRST_CHUNK_ELEMENTS, SetBuild
 
 # The last chunk of the first set takes this long to build (seconds)
 SLOW = 1.0
@@ -39,17 +39,17 @@ class SlowAtTheEnd:
         return [Skip.NoImage for _ in pages]
 
 
-def two_sets(path) -> tuple:
-    """An export of 8 train pages and 4 dev pages, each with a line."""
+def two_sets(path, train: int = 8, dev: int = 4) -> tuple:
+    """An export of `train` train pages and `dev` dev pages, each with a line."""
     seed_ids(11)
     builder = ExportBuilder(path)
     dataset = builder.dataset()
     image = builder.image(1000, 1000)
     pages = {"train": [], "dev": []}
-    for index in range(12):
+    for index in range(train + dev):
         page = builder.element("page", rectangle(0, 0, 900, 900), image)
         builder.element("text_line", rectangle(10, 10 + index, 300, 20), image, parents=(page,))
-        name = "train" if index < 8 else "dev"
+        name = "train" if index < train else "dev"
         builder.add_to_set(dataset, name, page)
         pages[name].append(page)
     builder.close()
@@ -91,6 +91,32 @@ def test_a_set_that_may_not_overlap_waits_for_the_previous_sets_last_chunk(tmp_p
     (slow_end,) = [end for _, end, ids in chunks if pages["train"][-1] in ids]
     dev_starts = [start for start, _, ids in chunks if ids <= set(pages["dev"])]
     assert dev_starts and min(dev_starts) >= slow_end
+
+
+@dataclass(frozen=True)
+class Chunks:
+    """A layout that logs the elements of each chunk it builds."""
+
+    def build_samples(self, pages, config):
+        logging.getLogger("tests.chunks").warning(" ".join(page.id for page in pages))
+        return [Skip.NoImage for _ in pages]
+
+
+def test_the_next_set_takes_chunks_of_the_size_the_previous_set_taught(tmp_path, caplog):
+    # a set's first chunks no longer start small again: the export's pages are known
+    database, dataset, pages = two_sets(tmp_path / "export.sqlite", train=60, dev=30)
+    config = parse_config({"class_names": ["text_line"], "mode": "segment"})
+    with (
+        caplog.at_level(logging.WARNING),
+        open_export(database) as opened,
+        SampleBuilder(Chunks(), config, 2) as builder,
+    ):
+        sets = [SetBuild(opened.set_elements(dataset, name), overlap=True) for name in pages]
+        list(builder.build_sets(sets))
+    chunks = [r.getMessage().split() for r in caplog.records if r.name == "tests.chunks"]
+    assert len(chunks[0]) == FIRST_CHUNK_ELEMENTS
+    (first_dev,) = [chunk for chunk in chunks if pages["dev"][0] in chunk]
+    assert len(first_dev) > 2 * FIRST_CHUNK_ELEMENTS
 
 
 def test_an_element_of_two_sets_of_a_split_keeps_its_label_when_its_first_image_fails(tmp_path):

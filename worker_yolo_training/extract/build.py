@@ -35,9 +35,9 @@ from worker_yolo_training.extract.sample import PackedSample, pack_samples
 # per element of the set's chunks read so far, and at most this many elements
 CHUNK_ROWS = 4096
 CHUNK_ELEMENTS = 256
-# A set's chunks take this many elements until the rows of one are known, and each next one at
-# most twice as many as the one before: the worker processes start on a set at once, and an
-# export of pages with thousands of lines makes no large chunk before it is known
+# The first chunks take this many elements until the rows of one are known, and each next one
+# at most twice as many as the one before: the worker processes start at once, and an export
+# of pages with thousands of lines makes no large chunk before it is known
 FIRST_CHUNK_ELEMENTS = 4
 # Chunks in flight per worker process: one being built, one waiting
 AHEAD = 2
@@ -58,9 +58,10 @@ def usable_cpus() -> int:
 
 
 class ChunkSizes:
-    """How many elements a set's next chunk takes: `FIRST_CHUNK_ELEMENTS`, then about
-    `CHUNK_ROWS` rows at the rows per element `seen` so far, or at the last chunk's when its
-    elements held more (a set whose pages get heavier makes smaller chunks at once)."""
+    """How many elements the next chunk (of a set, or of an export's sets one after the other)
+    takes: `FIRST_CHUNK_ELEMENTS`, then about `CHUNK_ROWS` rows at the rows per element `seen`
+    so far, or at the last chunk's when its elements held more (pages that get heavier make
+    smaller chunks at once)."""
 
     def __init__(self) -> None:
         self.elements = self.rows = 0
@@ -325,16 +326,19 @@ class SampleBuilder:
         """Each set's samples (`build`), set after set, each with its set's index, then
         (index, None) once the set's are all given. A set that may `overlap` sends its first
         chunks while the previous set's last ones are built: the worker processes do not wait
-        for one set to end before the next begins."""
+        for one set to end before the next begins. The sets are of one export: the chunk sizes
+        go on from one set to the next (`ChunkSizes`), the rows per element of one telling
+        those of the next (a set's pages are the corpus' as much as the previous set's)."""
         if self.pool is None:
             yield from self._build_here(sets)
             return
-        window: deque[tuple[int, ChunkSizes, int, AsyncResult | None]] = deque()
+        window: deque[tuple[int, int, AsyncResult | None]] = deque()
         in_flight = 0
+        sizes = ChunkSizes()  # the rows per element of one set tell those of the next
 
         def oldest() -> Iterator[tuple[int, Built | None]]:
             nonlocal in_flight
-            index, sizes, count, result = window.popleft()
+            index, count, result = window.popleft()
             if result is None:  # the set's last chunk was the one before
                 yield index, None
                 return
@@ -347,23 +351,22 @@ class SampleBuilder:
         for index, chosen in enumerate(sets):
             while window and not chosen.overlap:
                 yield from oldest()
-            sizes = ChunkSizes()
             while chunk := chosen.elements.chunk(sizes.next()):
                 self.statements += chunk.statements
                 task = (self.layout, self.config, chunk, chosen.labels, chosen.truth())
                 result = self.pool.apply_async(_build_logged, task)
-                window.append((index, sizes, len(chunk.elements), result))
+                window.append((index, len(chunk.elements), result))
                 in_flight += 1
                 while in_flight >= AHEAD * self.processes:
                     yield from oldest()
-            window.append((index, sizes, 0, None))
+            window.append((index, 0, None))
         while window:
             yield from oldest()
 
     def _build_here(self, sets: Iterable[SetBuild]) -> Iterator[tuple[int, Built | None]]:
+        sizes = ChunkSizes()
         with ChunkReader() as reader:
             for index, chosen in enumerate(sets):
-                sizes = ChunkSizes()
                 while chunk := chosen.elements.chunk(sizes.next()):
                     self.statements += chunk.statements
                     done = build_chunk(
