@@ -278,14 +278,33 @@ def test_password_in_image_urls_is_sent_but_never_shown(make_export, tmp_path):
 # ---------------------------------------------------------------- cache
 
 
-def test_cache_entry_damaged_in_the_middle_is_fetched_again(make_export, tmp_path):
+def zeros_in_the_middle(entry: Path) -> None:
+    content = bytearray(entry.read_bytes())
+    middle = len(content) // 2
+    content[middle : middle + 16] = bytes(16)  # start and end markers intact
+    entry.write_bytes(bytes(content))
+
+
+def bytes_appended(entry: Path) -> None:
+    entry.write_bytes(entry.read_bytes() + b"\0")
+
+
+def cut_short(entry: Path) -> None:
+    entry.write_bytes(entry.read_bytes()[:-1])
+
+
+def sidecar_garbled(entry: Path) -> None:
+    entry.with_suffix(".sum").write_bytes(b"\xff\xfe not a size")
+
+
+@pytest.mark.parametrize(
+    "damage", [zeros_in_the_middle, bytes_appended, cut_short, sidecar_garbled]
+)
+def test_a_damaged_cache_entry_is_fetched_again(make_export, tmp_path, damage):
     export = make_export(pages=8)
     export.run(tmp_path / "first")
     entries = sorted((export.root / "cache").glob("*/*.jpg"))
-    content = bytearray(entries[0].read_bytes())
-    middle = len(content) // 2
-    content[middle : middle + 16] = bytes(16)  # start and end markers intact
-    entries[0].write_bytes(bytes(content))
+    damage(entries[0])
     process = export.run(tmp_path / "second")
     assert export.server.image_requests == 9
     assert process.stderr.count(f"Damaged cache entry {entries[0]}") == 1
